@@ -1,0 +1,4 @@
+"""LMM backbones (LLaVA family)."""
+from .llava import LlavaLMM
+
+__all__ = ["LlavaLMM"]

@@ -1,0 +1,344 @@
+"""LLaVA-family LMM backbone (Hugging Face ``LlavaForConditionalGeneration``).
+
+Two scales, one class (DESIGN.md, "Two scales"):
+
+* ``pretrained='/path/to/llava-1.5-7b-hf'``: a local Hugging Face LLaVA directory (config, weights,
+  tokenizer, image processor). Nothing is fetched from a hub.
+* ``tiny=dict(vision=..., text=..., tokenizer_dir=...)``: the same classes at toy sizes with random
+  weights and the offline tokenizer of :mod:`reseg.models.lmm.tiny_tokenizer`.
+
+The backbone owns tokenisation of a conversation (the ``<image>`` placeholder is expanded to one
+image token per visual feature, so positions in ``input_ids`` *are* positions in the multimodal
+sequence), image preprocessing for the vision tower, LoRA and which of its modules train, and a
+forward that returns the last-layer (post-norm) hidden states, the logits, the text loss and where
+the image tokens are.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from reseg.registry import LMMS
+
+IGNORE_INDEX = -100
+
+
+def _require_dir(path: str, key: str, what: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise FileNotFoundError(
+            f"{what} not found: {str(p)!r} (config key {key}). Expected a local directory; "
+            "reseg never downloads weights. Point the config at your copy, e.g. "
+            f"--cfg-options {key}=/data/checkpoints/..."
+        )
+    return p
+
+
+@LMMS.register_module()
+class LlavaLMM(nn.Module):
+    """A LLaVA backbone with the interface every reseg head relies on.
+
+    Args:
+        pretrained: local Hugging Face LLaVA directory (real scale).
+        tiny: dict with ``vision`` (``CLIPVisionConfig`` kwargs), ``text`` (``LlamaConfig`` kwargs),
+            ``tokenizer_dir`` and optional ``projector`` kwargs for ``LlavaConfig`` (tiny scale).
+        lora: ``None`` (no LoRA) or ``dict(r=8, lora_alpha=16, lora_dropout=0.05,
+            target_modules=r'.*language_model.*\\.(q_proj|v_proj)')``; spec seg_token_family.md §1.4.
+        trainable_modules: substrings of parameter names trained fully (LISA: ``lm_head``,
+            ``embed_tokens``; spec §1.4), or ``"all"`` to train the whole LLM (the tiny scale, whose
+            random LLM has nothing to preserve). Everything else in the LMM is frozen unless LoRA.
+        train_vision_tower / train_projector: train the CLIP tower / projector (frozen at real scale).
+        image_aspect: ``'crop'`` (CLIP resize-shortest + centre crop, LISA §1.5) or ``'pad'``
+            (LLaVA-1.5 pad-to-square with the image mean).
+        gradient_checkpointing: enable HF gradient checkpointing in the LLM.
+        max_length: sequences longer than this raise a clear error.
+    """
+
+    def __init__(
+        self,
+        pretrained: Optional[str] = None,
+        tiny: Optional[dict] = None,
+        lora: Optional[dict] = None,
+        trainable_modules: Sequence[str] = ("lm_head", "embed_tokens"),
+        train_vision_tower: bool = False,
+        train_projector: bool = False,
+        image_aspect: str = "crop",
+        gradient_checkpointing: bool = False,
+        max_length: int = 2048,
+    ) -> None:
+        super().__init__()
+        from transformers import CLIPImageProcessor, LlavaForConditionalGeneration
+
+        if (pretrained is None) == (tiny is None):
+            raise ValueError("LlavaLMM needs exactly one of `pretrained` (a local path) or `tiny` (a dict).")
+        if image_aspect not in ("crop", "pad"):
+            raise ValueError(f"LlavaLMM: image_aspect must be 'crop' or 'pad', got {image_aspect!r}")
+        self.image_aspect = image_aspect
+        self.max_length = max_length
+        if pretrained is not None:
+            from transformers import AutoTokenizer
+
+            path = _require_dir(pretrained, "model.lmm.pretrained", "LLaVA checkpoint directory")
+            self.model = LlavaForConditionalGeneration.from_pretrained(str(path), local_files_only=True)
+            self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            self.image_processor = CLIPImageProcessor.from_pretrained(str(path), local_files_only=True)
+        else:
+            self.model, self.tokenizer, self.image_processor = self._build_tiny(**tiny)
+        if self.tokenizer.pad_token_id is None:  # LLaMA tokenizers: pad = unk (LISA §1.1)
+            self.tokenizer.pad_token = self.tokenizer.unk_token
+        self.model.config.use_cache = False
+        self.image_token_id = int(self.model.config.image_token_id)
+
+        if lora:
+            from peft import LoraConfig, inject_adapter_in_model
+
+            lcfg = dict(r=8, lora_alpha=16, lora_dropout=0.05, bias="none",
+                        target_modules=r".*language_model.*\.(q_proj|v_proj)")
+            lcfg.update(lora)
+            inject_adapter_in_model(LoraConfig(**lcfg), self.model)
+        self.trainable_modules = ("",) if trainable_modules == "all" else tuple(trainable_modules)
+        self.train_vision_tower = train_vision_tower
+        self.train_projector = train_projector
+        self._set_trainable()
+        if gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    # ------------------------------------------------------------------ construction
+    @staticmethod
+    def _build_tiny(vision: dict, text: dict, tokenizer_dir: str, **llava_kwargs: Any):
+        from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                                  LlavaForConditionalGeneration)
+
+        from .tiny_tokenizer import IMAGE_TOKEN, build_tiny_tokenizer
+
+        tokenizer = build_tiny_tokenizer(tokenizer_dir)
+        vcfg = CLIPVisionConfig(**vision)
+        tcfg = LlamaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                           **text)
+        n_tokens = (vcfg.image_size // vcfg.patch_size) ** 2
+        cfg = LlavaConfig(vision_config=vcfg, text_config=tcfg,
+                          image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+                          image_seq_length=n_tokens, **llava_kwargs)
+        model = LlavaForConditionalGeneration(cfg)
+        size = vcfg.image_size
+        processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+        return model, tokenizer, processor
+
+    def _set_trainable(self) -> None:
+        for name, p in self.model.named_parameters():
+            train = "lora_" in name or any(k in name for k in self.trainable_modules)
+            if ".vision_tower." in f".{name}" and not self.train_vision_tower:
+                train = train and "lora_" in name
+            if "multi_modal_projector" in name:
+                train = self.train_projector
+            if ".vision_tower." in f".{name}" and self.train_vision_tower:
+                train = True
+            p.requires_grad_(train)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.text_config.hidden_size)
+
+    @property
+    def num_image_tokens(self) -> int:
+        """Visual tokens per image, from the vision config (never hard-coded)."""
+        v = self.model.config.vision_config
+        n = (v.image_size // v.patch_size) ** 2
+        return n if self.model.config.vision_feature_select_strategy == "default" else n + 1
+
+    @property
+    def image_grid(self) -> tuple[int, int]:
+        v = self.model.config.vision_config
+        return v.image_size // v.patch_size, v.image_size // v.patch_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ------------------------------------------------------------------ tokens and text
+    def add_tokens(self, tokens: Sequence[str]) -> list[int]:
+        """Add a head's tokens (as LISA does: ``add_tokens``, not special) and resize embeddings.
+
+        Returns the id of each token; raises if a token does not encode to exactly one id (LISA
+        issue #55: a ``[SEG]`` that splits into two ids silently breaks the mask count).
+        """
+        new = [t for t in tokens if t not in self.tokenizer.get_vocab()]
+        if new:
+            self.tokenizer.add_tokens(list(new))
+            self.model.resize_token_embeddings(len(self.tokenizer), mean_resizing=False)
+            self._set_trainable()
+        ids = []
+        for t in tokens:
+            enc = self.tokenizer(t, add_special_tokens=False).input_ids
+            enc = [i for i in enc if self.tokenizer.convert_ids_to_tokens(i) not in ("\u2581", "▁")]
+            if len(enc) != 1:
+                raise ValueError(f"token {t!r} encodes to {enc}, expected exactly one id")
+            ids.append(enc[0])
+        return ids
+
+    def encode(self, prompt: str, answer: Optional[str] = None) -> tuple[list[int], list[int]]:
+        """Token ids and labels of one conversation.
+
+        ``prompt`` is the full text up to and including the assistant tag, with one ``<image>``
+        placeholder; it is expanded to :attr:`num_image_tokens` image-token ids. The labels are
+        ``-100`` for BOS, the prompt and the image tokens; the answer and EOS are supervised
+        (spec seg_token_family.md §1.3).
+        """
+        tok = self.tokenizer
+        image_str = tok.convert_ids_to_tokens(self.image_token_id)
+        parts = prompt.split(image_str)
+        if len(parts) != 2:
+            raise ValueError(f"prompt must contain exactly one {image_str!r} placeholder: {prompt!r}")
+        ids: list[int] = [tok.bos_token_id] if tok.bos_token_id is not None else []
+        ids += tok(parts[0], add_special_tokens=False).input_ids if parts[0] else []
+        ids += [self.image_token_id] * self.num_image_tokens
+        ids += tok(parts[1], add_special_tokens=False).input_ids
+        labels = [IGNORE_INDEX] * len(ids)
+        if answer is not None:
+            ans = tok(answer, add_special_tokens=False).input_ids + [tok.eos_token_id]
+            ids += ans
+            labels += ans
+        if len(ids) > self.max_length:
+            raise ValueError(
+                f"conversation is {len(ids)} tokens, longer than max_length={self.max_length} "
+                f"(model.lmm.max_length); shorten the query: {prompt[-200:]!r}"
+            )
+        return ids, labels
+
+    def collate(self, encoded: Sequence[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+        """Right-pad a list of ``(ids, labels)`` into ``input_ids``, ``labels``, ``attention_mask``."""
+        L = max(len(i) for i, _ in encoded)
+        n = len(encoded)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((n, L), pad, dtype=torch.long)
+        labels = torch.full((n, L), IGNORE_INDEX, dtype=torch.long)
+        attn = torch.zeros((n, L), dtype=torch.long)
+        for k, (i, lab) in enumerate(encoded):
+            input_ids[k, : len(i)] = torch.tensor(i)
+            labels[k, : len(lab)] = torch.tensor(lab)
+            attn[k, : len(i)] = 1
+        dev = self.device
+        return dict(input_ids=input_ids.to(dev), labels=labels.to(dev), attention_mask=attn.to(dev))
+
+    # ------------------------------------------------------------------ images
+    def preprocess_images(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """``[B, 3, S, S]`` vision-tower input from RGB uint8 images of any size (spec §1.5)."""
+        if self.image_aspect == "pad":
+            images = [self._pad_to_square(im) for im in images]
+        out = self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+        return out.to(self.device)
+
+    def _pad_to_square(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        s = max(h, w)
+        mean = np.array(self.image_processor.image_mean) * 255
+        canvas = np.empty((s, s, 3), dtype=np.uint8)
+        canvas[:] = mean.round().astype(np.uint8)
+        top, left = (s - h) // 2, (s - w) // 2
+        canvas[top: top + h, left: left + w] = image
+        return canvas
+
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``[B, Np, D]`` projected visual tokens, computed once per image."""
+        out = self.model.model.get_image_features(pixel_values=pixel_values, return_dict=True)
+        return torch.stack(list(out.pooler_output), 0)
+
+    # ------------------------------------------------------------------ forward
+    def embed(self, input_ids: torch.Tensor, image_feats: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
+        """Token embeddings with each conversation's image tokens replaced by its image's features.
+
+        Args:
+            input_ids: ``[C, L]``; image_feats: ``[B, Np, D]``; image_index: ``[C]`` image of each row.
+        """
+        emb = self.model.get_input_embeddings()(input_ids)
+        mask = input_ids == self.image_token_id
+        counts = mask.sum(1)
+        if bool((counts != image_feats.shape[1]).any()):
+            raise ValueError(
+                f"each conversation needs {image_feats.shape[1]} image tokens, got {counts.tolist()}"
+            )
+        feats = image_feats[image_index].to(emb.dtype).reshape(-1, emb.shape[-1])
+        return emb.masked_scatter(mask.unsqueeze(-1), feats)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        image_feats: torch.Tensor,
+        image_index: torch.Tensor,
+        labels: Optional[torch.Tensor] = None,
+    ) -> dict[str, torch.Tensor]:
+        """Run the LLM on a batch of conversations.
+
+        Returns a dict with ``hidden`` ``[C, L, D]`` (last layer after the final norm: the tensor the
+        LM head reads, spec §1.2 step 4), ``logits`` ``[C, L, V]``, ``image_positions`` ``[C, L] bool``
+        and, with ``labels``, ``loss_text`` (shifted next-token CE averaged over supervised tokens).
+        """
+        embeds = self.embed(input_ids, image_feats, image_index)
+        out = self.model.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask,
+                                              use_cache=False)
+        hidden = out.last_hidden_state
+        logits = self.model.lm_head(hidden)
+        res = dict(hidden=hidden, logits=logits, image_positions=input_ids == self.image_token_id)
+        if labels is not None:
+            shift_logits = logits[:, :-1].float()
+            shift_labels = labels[:, 1:]
+            if bool((shift_labels != IGNORE_INDEX).any()):
+                res["loss_text"] = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]),
+                                                   shift_labels.reshape(-1), ignore_index=IGNORE_INDEX)
+            else:
+                res["loss_text"] = logits.sum() * 0.0
+        return res
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        image_feats: torch.Tensor,
+        max_new_tokens: int = 32,
+    ) -> tuple[list[int], torch.Tensor]:
+        """Greedy decoding of one conversation (``input_ids`` ``[L]``, image features ``[1, Np, D]``).
+
+        Returns the generated ids and ``[T, D]`` hidden states, where row ``t`` is the state that
+        predicted generated token ``t`` (the position *before* it: the ``[SEG]`` convention of
+        spec §1.9). Decoding stops at EOS.
+        """
+        lm = self.model.model.language_model
+        ids = input_ids[None]
+        embeds = self.embed(ids, image_feats, torch.zeros(1, dtype=torch.long, device=ids.device))
+        out = lm(inputs_embeds=embeds, use_cache=True)
+        past = out.past_key_values
+        h = out.last_hidden_state[:, -1]
+        generated: list[int] = []
+        states = []
+        eos = self.tokenizer.eos_token_id
+        for _ in range(max_new_tokens):
+            nxt = int(self.model.lm_head(h).argmax(-1))
+            generated.append(nxt)
+            states.append(h[0])
+            if nxt == eos or ids.shape[1] + len(generated) >= self.max_length:
+                break
+            emb = self.model.get_input_embeddings()(torch.tensor([[nxt]], device=ids.device))
+            out = lm(inputs_embeds=emb, past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            h = out.last_hidden_state[:, -1]
+        return generated, torch.stack(states, 0) if states else h.new_zeros(0, h.shape[-1])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode([i for i in ids if i != self.tokenizer.eos_token_id], skip_special_tokens=False)
+
+    def trainable_parameter_names(self) -> list[str]:
+        return [n for n, p in self.model.named_parameters() if p.requires_grad]
+
+
+def lora_regex(targets: Sequence[str], scope: str = "language_model") -> str:
+    """A peft ``target_modules`` regex restricted to ``scope`` (e.g. the LLM, not the CLIP tower)."""
+    return rf".*{re.escape(scope)}.*\.({'|'.join(map(re.escape, targets))})"

@@ -1,0 +1,127 @@
+"""reseg's registries: children of mmengine's root registries, all in the one scope ``reseg``.
+
+Every kind of part a config can name has a registry here. Lookups of an unknown type fail with an
+:class:`UnknownTypeError` that says which kind was asked for, the name, what *is* registered, the
+closest registered name and every plugin that failed to import (the usual real cause of
+"X is not registered"; see ``specs/platform_research.md`` §A8).
+
+Plugins add to these registries through the hooks in :mod:`reseg.hookspecs`; they never import this
+module's internals beyond the registry objects exposed in :mod:`reseg.plugin_api`.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from mmengine.registry import DATASETS as MMENGINE_DATASETS
+from mmengine.registry import FUNCTIONS as MMENGINE_FUNCTIONS
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import METRICS as MMENGINE_METRICS
+from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import Registry as _MMRegistry
+
+SCOPE = "reseg"
+
+
+class UnknownTypeError(KeyError):
+    """A config named a type that no registry of that kind knows."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; show the message as written
+        return str(self.args[0]) if self.args else ""
+
+
+class Registry(_MMRegistry):
+    """An mmengine ``Registry`` whose failed lookups explain themselves.
+
+    Before the first lookup the plugins are loaded (:func:`reseg.plugins.load_plugins`), so a type
+    registered by any installed plugin is found without the user importing anything.
+    """
+
+    def get(self, key: str) -> Any:
+        if isinstance(key, str):
+            from reseg.plugins import load_plugins
+
+            load_plugins()
+            if "." not in key:
+                # A bare name is a registered type or nothing. mmengine would fall back to
+                # importing it as a module path, so `'json' in HEADS` was True (the module).
+                self.import_from_location()
+                registry: _MMRegistry | None = self
+                while registry is not None:
+                    if key in registry.module_dict:
+                        return registry.module_dict[key]
+                    registry = registry.parent
+                raise UnknownTypeError(self.unknown_type_message(key))
+        obj = super().get(key)
+        if obj is None and isinstance(key, str):
+            raise UnknownTypeError(self.unknown_type_message(key))
+        return obj
+
+    def __contains__(self, key: str) -> bool:
+        try:
+            return self.get(key) is not None
+        except UnknownTypeError:
+            return False
+
+    def registered_names(self) -> list[str]:
+        """Names registered here and in the parent (mmengine) registry, sorted."""
+        names = set(self.module_dict)
+        if self.parent is not None:
+            names.update(self.parent.module_dict)
+        return sorted(names)
+
+    def unknown_type_message(self, key: str) -> str:
+        from reseg.plugins import failed_plugins
+
+        own = sorted(self.module_dict)
+        lines = [f"Unknown {self.name} type {key!r} (registry '{self.scope}::{self.name}')."]
+        by_lower = {n.lower(): n for n in self.registered_names()}
+        close = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=0.6)
+        if close:
+            lines.append(f"Did you mean {by_lower[close[0]]!r}?")
+        lines.append(
+            f"Registered {self.name} types in reseg: {', '.join(own) if own else '(none)'}."
+        )
+        failed = failed_plugins()
+        if failed:
+            lines.append("These plugins failed to load and may be the ones that provide it:")
+            for f in failed:
+                origin = f", {f.dist} {f.version}" if getattr(f, "dist", None) else ""
+                stage = getattr(f, "stage", "import")
+                when = {"import": "on import", "validate": "validation"}.get(stage, f"in {stage}")
+                lines.append(f"  - {f.name} ({f.value}{origin}) failed {when}: {f.error}")
+        lines.append("Run `reseg plugins` to see every plugin and what it registered.")
+        return "\n".join(lines)
+
+
+def _child(name: str, parent: _MMRegistry | None, locations: list[str]) -> Registry:
+    return Registry(name, parent=parent, scope=SCOPE, locations=locations)
+
+
+# mmengine kinds: children of mmengine's roots, so the Runner finds them with default_scope='reseg'.
+MODELS = _child("model", MMENGINE_MODELS, ["reseg.models"])
+DATASETS = _child("dataset", MMENGINE_DATASETS, ["reseg.datasets"])
+METRICS = _child("metric", MMENGINE_METRICS, ["reseg.evaluation"])
+HOOKS = _child("hook", MMENGINE_HOOKS, ["reseg.engine"])
+FUNCTIONS = _child("function", MMENGINE_FUNCTIONS, ["reseg.datasets"])
+
+# reseg's own kinds (no mmengine parent): the three parts of a ReasoningSegmentor and their pieces.
+LMMS = _child("lmm", None, ["reseg.models.lmm"])
+MASK_SOURCES = _child("mask_source", None, ["reseg.models.mask_sources"])
+PROPOSERS = _child("proposer", None, ["reseg.models.mask_sources"])
+MASK_ENCODERS = _child("mask_encoder", None, ["reseg.models.mask_sources"])
+HEADS = _child("head", None, [])
+
+#: Every registry by the kind name used in hooks, the CLI and error messages.
+REGISTRIES: dict[str, Registry] = {
+    "models": MODELS,
+    "datasets": DATASETS,
+    "metrics": METRICS,
+    "hooks": HOOKS,
+    "functions": FUNCTIONS,
+    "lmms": LMMS,
+    "mask_sources": MASK_SOURCES,
+    "proposers": PROPOSERS,
+    "mask_encoders": MASK_ENCODERS,
+    "heads": HEADS,
+}
