@@ -99,7 +99,7 @@ def _child(name: str, parent: _MMRegistry | None, locations: list[str]) -> Regis
 
 
 # mmengine kinds: children of mmengine's roots, so the Runner finds them with default_scope='reseg'.
-MODELS = _child("model", MMENGINE_MODELS, ["reseg.models"])
+MODELS = _child("model", MMENGINE_MODELS, ["reseg.models.segmentor"])
 DATASETS = _child("dataset", MMENGINE_DATASETS, ["reseg.datasets"])
 METRICS = _child("metric", MMENGINE_METRICS, ["reseg.evaluation"])
 HOOKS = _child("hook", MMENGINE_HOOKS, ["reseg.engine"])

@@ -1,5 +1,22 @@
-"""Models: the segmentor, LMM backbones, mask sources, shared losses and the head base class."""
-from .head import BaseHead, BatchContext, Conversation
-from .segmentor import ReasoningSegmentor
+"""Models: the segmentor, LMM backbones, mask sources, shared losses and the head base class.
 
-__all__ = ["BaseHead", "BatchContext", "Conversation", "ReasoningSegmentor"]
+Imports are lazy so that plugins importing :class:`BaseHead` do not pull in transformers/peft.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BaseHead": "reseg.models.head",
+    "BatchContext": "reseg.models.head",
+    "Conversation": "reseg.models.head",
+    "ReasoningSegmentor": "reseg.models.segmentor",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'reseg.models' has no attribute {name!r}")

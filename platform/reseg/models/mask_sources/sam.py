@@ -119,6 +119,8 @@ class SAMMaskSource(nn.Module):
         train_mask_decoder: bool = True,
     ) -> None:
         super().__init__()
+        if checkpoint is not None and not Path(checkpoint).expanduser().is_file():
+            load_state_dict_file(checkpoint, "model.mask_source.checkpoint")  # raises, naming the path
         self.sam = build_sam(variant, image_size, prompt_dim, encoder, decoder_depth, decoder_mlp_dim,
                              decoder_heads, iou_head_hidden_dim)
         if checkpoint is not None:

@@ -1,0 +1,117 @@
+"""Overlays of image, ground truth and prediction with the query text, and the hook that saves them."""
+from __future__ import annotations
+
+import os
+import re
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+from mmengine.hooks import Hook
+
+from reseg.registry import HOOKS
+
+GT_COLOR = (40, 200, 40)
+PRED_COLOR = (230, 60, 60)
+
+
+def blend(image: np.ndarray, mask: Optional[np.ndarray], color: Sequence[int], alpha: float = 0.5) -> np.ndarray:
+    """``image`` (``[H, W, 3] uint8``) with ``mask`` (``[H, W] bool``) tinted and outlined in ``color``."""
+    out = image.copy()
+    if mask is None or not mask.any():
+        return out
+    tint = np.array(color, dtype=np.float32)
+    out[mask] = (out[mask].astype(np.float32) * (1 - alpha) + tint * alpha).astype(np.uint8)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(out, contours, -1, tuple(int(c) for c in color), 1)
+    return out
+
+
+def _wrap(text: str, width_px: int, scale: float) -> list[str]:
+    max_chars = max(8, int(width_px / (9 * scale * 2)))
+    words, lines, cur = text.split(), [], ""
+    for w in words:
+        if len(cur) + len(w) + 1 > max_chars and cur:
+            lines.append(cur)
+            cur = w
+        else:
+            cur = f"{cur} {w}".strip()
+    if cur:
+        lines.append(cur)
+    return lines or [""]
+
+
+def overlay_panel(image: np.ndarray, gt: Optional[np.ndarray], pred: Optional[np.ndarray], text: str,
+                  extra: str = "", min_height: int = 256) -> np.ndarray:
+    """Three panels (image | ground truth | prediction) above the query text, as ``[H', W', 3] uint8``.
+
+    Small images are upscaled (nearest) to at least ``min_height`` so the text stays readable.
+    """
+    h, w = image.shape[:2]
+    s = max(1, int(np.ceil(min_height / h)))
+    up = lambda a: cv2.resize(a, (w * s, h * s), interpolation=cv2.INTER_NEAREST)  # noqa: E731
+    img = up(image)
+    gt_u = up(gt.astype(np.uint8)).astype(bool) if gt is not None else None
+    pr_u = up(pred.astype(np.uint8)).astype(bool) if pred is not None else None
+    panels = [img, blend(img, gt_u, GT_COLOR), blend(img, pr_u, PRED_COLOR)]
+    sep = np.full((img.shape[0], 4, 3), 255, np.uint8)
+    row = np.concatenate([panels[0], sep, panels[1], sep, panels[2]], 1)
+    scale = 0.5
+    lines = ["image | ground truth (green) | prediction (red)"] + _wrap(f"Q: {text}", row.shape[1], scale)
+    if extra:
+        lines += _wrap(extra, row.shape[1], scale)
+    band = np.full((18 * len(lines) + 8, row.shape[1], 3), 255, np.uint8)
+    for i, line in enumerate(lines):
+        cv2.putText(band, line, (6, 18 * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([row, band], 0)
+
+
+@HOOKS.register_module()
+class SegVisualizationHook(Hook):
+    """Save overlay PNGs of the first ``max_images`` queries seen during test (and val, if asked).
+
+    Args:
+        out_dir: where to write (default ``<work_dir>/vis``).
+        max_images: how many overlays per run.
+        during_val: also save during validation (``vis/val_iter<N>/``).
+    """
+
+    priority = "LOW"
+
+    def __init__(self, out_dir: Optional[str] = None, max_images: int = 8, during_val: bool = False) -> None:
+        self.out_dir = out_dir
+        self.max_images = max_images
+        self.during_val = during_val
+        self._count = 0
+
+    def _dir(self, runner, sub: str) -> str:
+        d = os.path.join(self.out_dir or os.path.join(runner.work_dir, "vis"), sub)
+        os.makedirs(d, exist_ok=True)
+        return d
+
+    def before_test(self, runner) -> None:
+        self._count = 0
+
+    def before_val(self, runner) -> None:
+        self._count = 0
+
+    def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self._save(runner, "test", data_batch, outputs)
+
+    def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if self.during_val:
+            self._save(runner, f"val_iter{runner.iter}", data_batch, outputs)
+
+    def _save(self, runner, sub: str, data_batch, outputs) -> None:
+        if self._count >= self.max_images or not data_batch or outputs is None:
+            return
+        for sample, out in zip(data_batch["samples"], outputs):
+            for q, p in zip(sample.queries, out["predictions"]):
+                if self._count >= self.max_images:
+                    return
+                pred = p.binary_mask()
+                extra = f"A: {p.text}" if p.text else ""
+                panel = overlay_panel(sample.image, q.target, pred, q.text, extra)
+                name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{self._count:03d}_{sample.sample_id}")
+                cv2.imwrite(os.path.join(self._dir(runner, sub), name + ".png"), panel[..., ::-1])
+                self._count += 1

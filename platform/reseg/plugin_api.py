@@ -1,0 +1,100 @@
+"""The one public module for reseg plugin authors.
+
+Everything a plugin needs is importable from here, and only what is listed in ``__all__`` is
+covered by :data:`PLUGIN_API_VERSION` (the rest of reseg may change between minor versions)::
+
+    from reseg.plugin_api import hookimpl
+
+    @hookimpl
+    def register_heads(register):
+        from my_plugin.head import MyHead  # import heavy modules inside the hook
+        register(MyHead)
+
+Declare the plugin in your distribution's metadata and install it next to reseg::
+
+    [options.entry_points]              # setup.cfg
+    reseg.plugins =
+        myhead = my_plugin.plugin
+
+    [project.entry-points."reseg.plugins"]   # or pyproject.toml
+    myhead = "my_plugin.plugin"
+
+The hooks and what they register are documented in :mod:`reseg.hookspecs`; ``reseg plugins``
+shows whether your plugin loaded and what it registered, ``reseg list heads`` what configs can name.
+To require a compatible reseg, declare ``reseg>=1.0,<2`` (major = ``PLUGIN_API_VERSION[0]``).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import pluggy
+
+from reseg.hookspecs import PLUGIN_API_VERSION, PROJECT_NAME, RegisterFn
+from reseg.registry import (
+    DATASETS,
+    FUNCTIONS,
+    HEADS,
+    HOOKS,
+    LMMS,
+    MASK_ENCODERS,
+    MASK_SOURCES,
+    METRICS,
+    MODELS,
+    PROPOSERS,
+    REGISTRIES,
+    UnknownTypeError,
+)
+
+#: Marks a function of a plugin module as the implementation of a hook of :mod:`reseg.hookspecs`.
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+# Base classes and records plugin authors subclass or use, resolved lazily (PEP 562) so that
+# importing this module (which every plugin module does while ``reseg plugins`` loads them) stays
+# cheap and never imports torch; import them inside your hook or your own head module.
+# Add an entry per public name: exported name -> "module:attribute".
+_LAZY_EXPORTS: dict[str, str] = {
+    # the head contract (DESIGN.md "Head")
+    "BaseHead": "reseg.models.head:BaseHead",
+    "BatchContext": "reseg.models.head:BatchContext",
+    "Conversation": "reseg.models.head:Conversation",
+    # the records passed between parts (DESIGN.md "Sample")
+    "Sample": "reseg.structures:Sample",
+    "Query": "reseg.structures:Query",
+    "QueryPrediction": "reseg.structures:QueryPrediction",
+    # next: mask-source / proposer / mask-encoder base classes, shared losses
+}
+
+__all__ = [
+    "PLUGIN_API_VERSION",
+    "hookimpl",
+    "RegisterFn",
+    "UnknownTypeError",
+    "REGISTRIES",
+    "HEADS",
+    "LMMS",
+    "MASK_SOURCES",
+    "PROPOSERS",
+    "MASK_ENCODERS",
+    "DATASETS",
+    "METRICS",
+    "HOOKS",
+    "MODELS",
+    "FUNCTIONS",
+    *_LAZY_EXPORTS,
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a lazily exported base class on first access (PEP 562)."""
+    target = _LAZY_EXPORTS.get(name)
+    if target is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module_name, _, attr = target.partition(":")
+    value = getattr(importlib.import_module(module_name), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_EXPORTS))

@@ -1,0 +1,205 @@
+"""The LISA head: one ``[SEG]`` token per mask, its hidden state projected into SAM's prompt space.
+
+Faithful to spec ``seg_token_family.md`` §1 (LISA, CVPR 2024). The pieces other ``[SEG]``-family heads
+reuse are public functions here: :func:`seg_token_states` (which hidden state is "the [SEG]
+embedding") and :class:`SegProjection` (the ``text_hidden_fcs`` MLP).
+"""
+from __future__ import annotations
+
+import random
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from reseg.models.head import BaseHead, BatchContext, Conversation
+from reseg.models.losses import mask_losses
+from reseg.structures import QueryPrediction, Sample
+
+from . import templates as T
+
+
+def seg_token_states(
+    hidden: torch.Tensor, input_ids: torch.Tensor, token_id: int, convention: str = "previous"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hidden states read for each occurrence of a mask token, in reading order.
+
+    With ``convention='previous'`` (LISA's official code, spec §1.2 step 2 and §7.1) the state at the
+    position *before* each ``[SEG]`` is read: the state whose LM-head output predicts ``[SEG]``. With
+    ``'at'`` the state at the ``[SEG]`` position itself. Positions index the image-expanded sequence
+    (our ``input_ids`` already hold one id per image token, so no ``Np - 1`` offset is needed).
+
+    Args:
+        hidden: ``[C, L, D]``; input_ids: ``[C, L]``.
+    Returns:
+        ``states [N, D]``, ``rows [N]`` (conversation of each) and ``cols [N]`` (token position).
+    """
+    if convention not in ("previous", "at"):
+        raise ValueError(f"convention must be 'previous' or 'at', got {convention!r}")
+    rows, cols = (input_ids == token_id).nonzero(as_tuple=True)
+    read = cols - 1 if convention == "previous" else cols
+    if bool((read < 0).any()):
+        raise ValueError("a mask token at position 0 has no previous state")
+    return hidden[rows, read], rows, cols
+
+
+class SegProjection(nn.Sequential):
+    """``text_hidden_fcs``: Linear(D, D), ReLU, Linear(D, C), Dropout(0) (spec §1.1)."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float = 0.0) -> None:
+        super().__init__(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, out_dim),
+                         nn.Dropout(dropout))
+
+
+class LISAHead(BaseHead):
+    """LISA: ``[SEG]`` -> projection -> SAM sparse prompt -> one mask per ``[SEG]``.
+
+    Args:
+        ce_weight, bce_weight, dice_weight: loss weights 1.0 / 2.0 / 0.5 (spec §1.3).
+        seg_convention: ``'previous'`` (official) or ``'at'`` (see :func:`seg_token_states`).
+        seg_per_instance: one ``[SEG]`` per target instance ("[SEG] and [SEG]") instead of one for
+            the union; the prediction for a query is then the union of its masks.
+        explanatory_prob: reserved for ReasonSeg explanations (§1.6); answers given in a query's
+            ``answer`` field are used as they are.
+    """
+
+    special_tokens = ("[SEG]",)
+    mask_source_kind = "sam_decoder"
+    seg_token = "[SEG]"
+
+    def __init__(self, ce_weight: float = 1.0, bce_weight: float = 2.0, dice_weight: float = 0.5,
+                 seg_convention: str = "previous", seg_per_instance: bool = False) -> None:
+        super().__init__()
+        self.ce_weight, self.bce_weight, self.dice_weight = ce_weight, bce_weight, dice_weight
+        self.seg_convention = seg_convention
+        self.seg_per_instance = seg_per_instance
+        self.projection: Optional[SegProjection] = None
+
+    def setup(self, lmm, mask_source) -> None:
+        super().setup(lmm, mask_source)
+        self.seg_id = self.token_ids[self.seg_token]
+        self.image_token = lmm.tokenizer.convert_ids_to_tokens(lmm.image_token_id)
+        self.projection = SegProjection(lmm.hidden_size, mask_source.prompt_dim)
+
+    # ------------------------------------------------------------------ conversations
+    def question(self, text: str, is_sentence: bool, mode: str) -> str:
+        text = text.strip()
+        if mode == "train":
+            tpl = random.choice(T.LONG_QUESTIONS if is_sentence else T.SHORT_QUESTIONS)
+            return tpl.format(text=text)
+        return (T.VAL_LONG if is_sentence else T.VAL_SHORT).format(text=text)
+
+    def build_conversations(self, sample: Sample, mode: str) -> list[Conversation]:
+        convs = []
+        for qi, q in enumerate(sample.queries):
+            n_masks = max(q.num_targets, 1) if self.seg_per_instance else 1
+            slots = [(qi, k if self.seg_per_instance and q.num_targets else None) for k in range(n_masks)]
+            seg = T.join_tokens([self.seg_token] * n_masks)
+            prompt = T.llava_v1_prompt(self.question(q.text, q.is_sentence, mode), self.image_token)
+            if mode == "train":
+                answer = q.answer if q.answer is not None else random.choice(T.ANSWERS).format(seg=seg)
+                answer = " " + answer
+            elif mode == "val":
+                answer = " " + T.VAL_ANSWER.format(seg=seg)
+            else:
+                answer = None
+            if answer is not None and answer.count(self.seg_token) != len(slots):
+                slots = slots[: answer.count(self.seg_token)]
+            convs.append(Conversation(prompt=prompt, answer=answer, query_ids=[qi], slots=slots))
+        return convs
+
+    # ------------------------------------------------------------------ masks
+    def decode_masks(self, ctx: BatchContext, mask_source, states: torch.Tensor, image_of: torch.Tensor) -> list[torch.Tensor]:
+        """Per image, ``[n_i, H, W]`` logits for the mask-token states that belong to it.
+
+        ``states [N, D]`` are projected, grouped by image and decoded with that image's embedding
+        (one SAM decoder call per image, ``multimask_output=False``, spec §1.2 steps 5-8).
+        """
+        emb = self.projection(states)  # [N, C]
+        out = []
+        for i, s in enumerate(ctx.samples):
+            sel = (image_of == i).nonzero(as_tuple=True)[0]
+            if sel.numel() == 0:
+                out.append(emb.new_zeros((0, *s.size)) + emb.sum() * 0)
+                continue
+            low, _ = mask_source.decode(ctx.mask_embeddings[i: i + 1], emb[sel][:, None, :])
+            out.append(mask_source.postprocess(low, ctx.mask_sizes[i], s.size))
+        return out
+
+    def _slots(self, ctx: BatchContext) -> list[tuple[int, int, Optional[int]]]:
+        """``(sample, query, instance)`` of every mask token of the batch in reading order."""
+        out = []
+        for conv, si in zip(ctx.conversations, ctx.conv_sample.tolist()):
+            for qi, k in conv.slots:
+                out.append((si, qi, k))
+        return out
+
+    def _gather(self, ctx: BatchContext) -> tuple[torch.Tensor, torch.Tensor, list]:
+        states, rows, _ = seg_token_states(ctx.lmm_out["hidden"], ctx.tokens["input_ids"], self.seg_id,
+                                           self.seg_convention)
+        slots = self._slots(ctx)
+        if len(slots) != states.shape[0]:
+            ids = [s.sample_id for s in ctx.samples]
+            raise ValueError(
+                f"the batch's answers hold {states.shape[0]} {self.seg_token} tokens but its queries expect "
+                f"{len(slots)} masks (samples {ids}); was an answer truncated, or does a query text contain "
+                f"{self.seg_token}?")
+        return states, ctx.conv_sample[rows], slots
+
+    def loss(self, ctx: BatchContext, lmm, mask_source) -> dict[str, torch.Tensor]:
+        losses = {"loss_text": self.ce_weight * ctx.lmm_out["loss_text"]}
+        states, image_of, slots = self._gather(ctx)
+        logits = self.decode_masks(ctx, mask_source, states, image_of)
+        targets = []
+        for i, s in enumerate(ctx.samples):
+            ts = []
+            for si, qi, k in slots:
+                if si != i:
+                    continue
+                q = s.queries[qi]
+                m = q.target if k is None else q.masks[k]
+                ts.append(torch.from_numpy(m))
+            dev = logits[i].device
+            targets.append(torch.stack(ts).to(dev, torch.float32) if ts else torch.zeros((0, *s.size), device=dev))
+        losses.update(mask_losses(logits, targets, self.bce_weight, self.dice_weight))
+        return losses
+
+    # ------------------------------------------------------------------ prediction
+    def predict(self, ctx: BatchContext, lmm, mask_source, generate: bool) -> list[list[QueryPrediction]]:
+        if generate:
+            return self._predict_generate(ctx, lmm, mask_source)
+        states, image_of, slots = self._gather(ctx)
+        logits = self.decode_masks(ctx, mask_source, states, image_of)
+        out: list[list[QueryPrediction]] = []
+        for i, s in enumerate(ctx.samples):
+            mine = [(qi, k) for si, qi, k in slots if si == i]
+            preds = []
+            for qi in range(len(s.queries)):
+                idx = [j for j, (q, _) in enumerate(mine) if q == qi]
+                preds.append(QueryPrediction(masks=logits[i][idx].detach().float().cpu(), exists=True))
+            out.append(preds)
+        return out
+
+    def _predict_generate(self, ctx: BatchContext, lmm, mask_source) -> list[list[QueryPrediction]]:
+        """Free generation (spec §1.9): a ``[SEG]`` yields a mask; no ``[SEG]`` means no mask."""
+        out: list[list[QueryPrediction]] = []
+        for i, s in enumerate(ctx.samples):
+            preds: list[Optional[QueryPrediction]] = [None] * len(s.queries)
+            for conv, si in zip(ctx.conversations, ctx.conv_sample.tolist()):
+                if si != i:
+                    continue
+                ids, _ = lmm.encode(conv.prompt, None)
+                gen, states = lmm.generate(torch.tensor(ids, device=lmm.device), ctx.image_feats[i: i + 1],
+                                           max_new_tokens=getattr(self, "max_new_tokens", 32))
+                seg_steps = [t for t, tok in enumerate(gen) if tok == self.seg_id]
+                if seg_steps:
+                    st = states[seg_steps]
+                    masks = self.decode_masks(ctx, mask_source, st, torch.full((len(seg_steps),), i,
+                                                                             device=st.device))[i]
+                    masks = masks.detach().float().cpu()
+                else:
+                    masks = torch.zeros((0, *s.size))
+                for qi in conv.query_ids:
+                    preds[qi] = QueryPrediction(masks=masks, exists=bool(seg_steps), text=lmm.decode(gen))
+            out.append(preds)  # type: ignore[arg-type]
+        return out

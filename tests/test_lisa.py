@@ -1,0 +1,102 @@
+"""LISA head and the shared model parts: [SEG] reading, tokenisation, SAM once per image, losses."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reseg.registry import MODELS
+from reseg_lisa.head import LISAHead, seg_token_states
+from tiny import tiny_model_cfg, toy_sample
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    torch.manual_seed(0)
+    return MODELS.build(tiny_model_cfg(str(tmp_path_factory.mktemp("tok") / "tokenizer")))
+
+
+def test_seg_state_is_the_position_before_the_token():
+    # spec seg_token_family.md §1.2 step 2: the state read for [SEG] is the one *before* it.
+    seg = 7
+    input_ids = torch.tensor([[1, 5, 5, seg, 2, 0], [1, seg, 3, 4, seg, 2]])
+    hidden = torch.arange(12, dtype=torch.float32).reshape(2, 6, 1)
+    states, rows, cols = seg_token_states(hidden, input_ids, seg)
+    assert rows.tolist() == [0, 1, 1] and cols.tolist() == [3, 1, 4]
+    assert states[:, 0].tolist() == [2.0, 6.0, 9.0]  # hidden[0,2], hidden[1,0], hidden[1,3]
+    at, _, _ = seg_token_states(hidden, input_ids, seg, convention="at")
+    assert at[:, 0].tolist() == [3.0, 7.0, 10.0]
+
+
+def test_seg_state_rejects_token_at_position_zero():
+    with pytest.raises(ValueError, match="position 0"):
+        seg_token_states(torch.zeros(1, 3, 2), torch.tensor([[7, 1, 2]]), 7)
+
+
+def test_seg_token_is_one_id_and_image_tokens_are_expanded(model):
+    lmm = model.lmm
+    seg_id = model.head.seg_id
+    assert lmm.tokenizer.convert_ids_to_tokens(seg_id) == "[SEG]"
+    ids, labels = lmm.encode("USER: <image>\nWhere? ASSISTANT:", " Sure, [SEG].")
+    assert ids.count(lmm.image_token_id) == lmm.num_image_tokens == (64 // 16) ** 2
+    assert ids.count(seg_id) == 1
+    first_answer = labels.index(next(x for x in labels if x != -100))
+    assert all(x == -100 for x in labels[:first_answer])  # prompt and image tokens unsupervised
+    assert labels[-1] == lmm.tokenizer.eos_token_id and seg_id in labels  # [SEG] and EOS supervised
+
+
+def test_sam_encoder_runs_once_per_image_for_many_queries(model):
+    calls = []
+    h = model.mask_source.sam.image_encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    try:
+        samples = [toy_sample(n_queries=3, seed=1), toy_sample(40, 30, n_queries=2, seed=2)]
+        losses = model(samples, mode="loss")
+    finally:
+        h.remove()
+    assert calls == [2]  # one batched call over the 2 images, not one per query (5)
+    assert set(losses) == {"loss_text", "loss_mask_bce", "loss_mask_dice"}
+
+
+def test_one_mask_per_query_at_original_size(model):
+    model.eval()
+    samples = [toy_sample(48, 64, n_queries=2), toy_sample(33, 21, n_queries=1, seed=3)]
+    with torch.no_grad():
+        out = model.predict(samples)
+    model.train()
+    assert [len(o["predictions"]) for o in out] == [2, 1]
+    assert tuple(out[0]["predictions"][1].masks.shape) == (1, 48, 64)
+    assert tuple(out[1]["predictions"][0].masks.shape) == (1, 33, 21)
+
+
+def test_generation_without_seg_gives_empty_prediction(model):
+    model.eval()
+    with torch.no_grad():
+        out = model.predict([toy_sample()], generate=True)
+    model.train()
+    for p in out[0]["predictions"]:
+        # an untrained model may or may not emit [SEG]; each emitted [SEG] is one mask, none = empty
+        n_seg = p.text.count("[SEG]")
+        assert p.masks.shape[0] == n_seg and p.exists == (n_seg > 0)
+        assert p.binary_mask().shape == (48, 64)
+
+
+def test_mask_gradient_reaches_lora_and_projection(model):
+    model.zero_grad()
+    losses = model([toy_sample()], mode="loss")
+    (losses["loss_mask_bce"] + losses["loss_mask_dice"]).backward()
+    lora = [p.grad for n, p in model.lmm.model.named_parameters() if "lora_B" in n]
+    assert lora and any(g is not None and g.abs().sum() > 0 for g in lora)
+    assert model.head.projection[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.mask_source.sam.image_encoder.parameters())  # frozen
+
+
+def test_seg_count_mismatch_is_a_clear_error(model):
+    s = toy_sample(n_queries=1)
+    s.queries[0].answer = "Sure, [SEG] and [SEG]."  # two mask tokens for one target
+    with pytest.raises(ValueError, match=r"\[SEG\] tokens but its queries expect"):
+        model([s], mode="loss")
+
+
+def test_head_requires_sam_decoder_kind(tmp_path):
+    cfg = tiny_model_cfg(str(tmp_path / "tok"), mask_source=None)
+    with pytest.raises(TypeError, match="needs a mask source of kind 'sam_decoder'"):
+        MODELS.build(cfg)

@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""Evaluate a checkpoint: ``python tools/test.py CONFIG CHECKPOINT [--out-metrics metrics.json]``.
+
+Runs the config's ``test_dataloader``/``test_evaluator`` (mmengine ``Runner.test``), prints a metrics
+table and, with ``--out-metrics``, writes one JSON object with every metric, the sample counts, the
+convention settings and (``--baselines``) the trivial baselines on the same data.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from mmengine.config import Config, DictAction
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Evaluate a reseg checkpoint")
+    p.add_argument("config")
+    p.add_argument("checkpoint")
+    p.add_argument("--work-dir", help="where the test log goes (default work_dirs/<config name>)")
+    p.add_argument("--out-metrics", help="write the metrics as JSON to this file")
+    p.add_argument("--show-dir", help="save overlay PNGs (image | ground truth | prediction) here")
+    p.add_argument("--max-vis", type=int, default=8, help="how many overlays --show-dir saves")
+    p.add_argument("--generate", action="store_true",
+                   help="free generation instead of teacher forcing (no [SEG] generated = empty mask)")
+    p.add_argument("--baselines", action="store_true",
+                   help="also score the trivial baselines (empty mask, whole image, largest object)")
+    p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None)
+    p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
+    return p.parse_args(argv)
+
+
+def format_table(metrics: dict, title: str = "metrics") -> str:
+    rows = [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in metrics.items()
+            if isinstance(v, (int, float))]
+    w = max([len(k) for k, _ in rows] + [len(title)])
+    lines = [title, "-" * (w + 12)] + [f"{k:<{w}}  {v:>9}" for k, v in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    for path, what in ((args.config, "config"), (args.checkpoint, "checkpoint")):
+        if not os.path.isfile(path):
+            sys.exit(f"error: {what} file {path!r} does not exist")
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.generate:
+        cfg.model.val_mode = "generate"
+    cfg.load_from = args.checkpoint
+    if args.show_dir:
+        hooks = list(cfg.get("custom_hooks", None) or [])
+        hooks.append(dict(type="SegVisualizationHook", out_dir=args.show_dir, max_images=args.max_vis))
+        cfg.custom_hooks = hooks
+
+    from reseg.engine.runner import build_runner
+
+    work_dir = args.work_dir or os.path.join("work_dirs", os.path.splitext(os.path.basename(args.config))[0])
+    runner = build_runner(cfg, work_dir=work_dir, launcher=args.launcher)
+    metrics = runner.test()
+    metrics = {k: (float(v) if hasattr(v, "__float__") and not isinstance(v, int) else v) for k, v in metrics.items()}
+    result = dict(config=os.path.abspath(args.config), checkpoint=os.path.abspath(args.checkpoint),
+                  val_mode=cfg.model.get("val_mode", "teacher_forcing"), metrics=metrics,
+                  evaluator=cfg.get("test_evaluator"))
+    if args.baselines:
+        from reseg.evaluation.baselines import evaluate_baselines
+
+        result["baselines"] = evaluate_baselines(runner.test_dataloader.dataset, cfg.get("test_evaluator"))
+    if runner.rank == 0:
+        print(format_table(metrics, f"{os.path.basename(args.config)} | {result['val_mode']}"))
+        for name, m in result.get("baselines", {}).items():
+            print(format_table(m, f"baseline: {name}"))
+        if args.out_metrics:
+            os.makedirs(os.path.dirname(os.path.abspath(args.out_metrics)), exist_ok=True)
+            tmp = args.out_metrics + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(result, f, indent=2, default=str)
+            os.replace(tmp, args.out_metrics)
+            print(f"metrics written to {args.out_metrics}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
