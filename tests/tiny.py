@@ -46,3 +46,41 @@ def toy_sample(h: int = 48, w: int = 64, n_queries: int = 2, seed: int = 0) -> S
         m[0, 4 + k: h // 2 + k, 6: w // 2] = True
         queries.append(Query(text=f"the red square number {k}", masks=m, is_sentence=bool(k % 2)))
     return Sample(image=img, queries=queries, meta=dict(sample_id=f"toy{seed}"))
+
+
+def tiny_train_cfg(synth_root, tokenizer_dir: str, work_dir: str, max_iters: int = 20, head: str = "LISAHead",
+                   batch_size: int = 4, ckpt_interval: int = 10, lr: float = 1e-3):
+    """A complete runner config: tiny model + the session's synthetic benchmark + a short schedule."""
+    from mmengine.config import Config
+
+    root = str(synth_root)
+    refer = dict(type="RefCOCODataset", data_root=root + "/refer_seg", dataset="synthref", split_by="unc",
+                 image_dir=root + "/refer_seg/images/synthref")
+    reason = dict(type="ReasonSegDataset", data_root=root + "/reason_seg")
+    model = tiny_model_cfg(tokenizer_dir, head=head)
+    model["lmm"]["trainable_modules"] = "all"
+    model["lmm"]["lora"] = None
+    return Config(dict(
+        default_scope="reseg",
+        work_dir=work_dir,
+        model=model,
+        train_dataloader=dict(batch_size=batch_size, num_workers=0, sampler=dict(type="InfiniteSampler", shuffle=True),
+                              collate_fn=dict(type="reseg_collate"),
+                              dataset=dict(type="ConcatDataset", datasets=[dict(refer, split="train"),
+                                                                           dict(reason, split="train")])),
+        val_dataloader=dict(batch_size=4, num_workers=0, sampler=dict(type="DefaultSampler", shuffle=False),
+                            collate_fn=dict(type="reseg_collate"),
+                            dataset=dict(type="ConcatDataset", datasets=[
+                                dict(refer, split="val", test_mode=True), dict(reason, split="val", test_mode=True)])),
+        val_evaluator=dict(type="SegIoUMetric", split_by="dataset"),
+        train_cfg=dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters),
+        val_cfg=dict(type="ValLoop"),
+        optim_wrapper=dict(type="OptimWrapper", optimizer=dict(type="AdamW", lr=lr, betas=(0.9, 0.95), weight_decay=0.0),
+                           clip_grad=dict(max_norm=1.0)),
+        default_hooks=dict(logger=dict(type="LoggerHook", interval=1),
+                           checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=ckpt_interval,
+                                           max_keep_ckpts=3)),
+        log_processor=dict(by_epoch=False, window_size=1),
+        randomness=dict(seed=0),
+        env_cfg=dict(mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0)),
+    ))

@@ -45,9 +45,9 @@ class Registry(_MMRegistry):
             if "." not in key:
                 # A bare name is a registered type or nothing. mmengine would fall back to
                 # importing it as a module path, so `'json' in HEADS` was True (the module).
-                self.import_from_location()
                 registry: _MMRegistry | None = self
                 while registry is not None:
+                    registry.import_from_location()  # lazy `locations` of reseg and of mmengine
                     if key in registry.module_dict:
                         return registry.module_dict[key]
                     registry = registry.parent
@@ -100,10 +100,23 @@ def _child(name: str, parent: _MMRegistry | None, locations: list[str]) -> Regis
 
 # mmengine kinds: children of mmengine's roots, so the Runner finds them with default_scope='reseg'.
 MODELS = _child("model", MMENGINE_MODELS, ["reseg.models.segmentor"])
-DATASETS = _child("dataset", MMENGINE_DATASETS, ["reseg.datasets"])
-METRICS = _child("metric", MMENGINE_METRICS, ["reseg.evaluation"])
-HOOKS = _child("hook", MMENGINE_HOOKS, ["reseg.engine"])
-FUNCTIONS = _child("function", MMENGINE_FUNCTIONS, ["reseg.datasets"])
+DATASETS = _child("dataset", MMENGINE_DATASETS, ["reseg.datasets", "mmengine.dataset"])
+METRICS = _child("metric", MMENGINE_METRICS, ["reseg.evaluation", "mmengine.evaluator"])
+HOOKS = _child("hook", MMENGINE_HOOKS, ["reseg.engine", "mmengine.hooks"])
+FUNCTIONS = _child("function", MMENGINE_FUNCTIONS, ["reseg.datasets", "mmengine.dataset"])
+
+# The rest of mmengine's kinds get an (empty) child too, so the Runner's scope switch to 'reseg' finds
+# a registry tree for every kind it builds instead of warning and falling back.
+import mmengine.registry as _mmreg  # noqa: E402
+
+_PASSTHROUGH = ("LOOPS", "DATA_SAMPLERS", "OPTIMIZERS", "OPTIM_WRAPPERS", "OPTIM_WRAPPER_CONSTRUCTORS",
+                "PARAM_SCHEDULERS", "LOG_PROCESSORS", "VISUALIZERS", "VISBACKENDS", "RUNNERS",
+                "RUNNER_CONSTRUCTORS", "MODEL_WRAPPERS", "WEIGHT_INITIALIZERS", "EVALUATOR", "TRANSFORMS",
+                "TASK_UTILS", "INFERENCERS", "STRATEGIES")
+for _kind in _PASSTHROUGH:
+    _parent = getattr(_mmreg, _kind, None)
+    if _parent is not None:
+        _MMRegistry(_parent.name, parent=_parent, scope=SCOPE)
 
 # reseg's own kinds (no mmengine parent): the three parts of a ReasoningSegmentor and their pieces.
 LMMS = _child("lmm", None, ["reseg.models.lmm"])

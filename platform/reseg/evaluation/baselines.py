@@ -4,7 +4,8 @@
 * ``whole_image``: predict every pixel;
 * ``largest_object``: predict the largest annotated object of the image. Needs the dataset to expose
   ``object_masks(index) -> [n, H, W] bool`` (all annotated objects of an image, e.g. COCO
-  ``instances.json``); datasets without it (ReasonSeg only annotates targets) skip this baseline.
+  ``instances.json``); samples of datasets without it (ReasonSeg only annotates targets) are left
+  out of this baseline, and ``n_skipped_samples`` says how many.
 """
 from __future__ import annotations
 
@@ -53,20 +54,21 @@ def evaluate_baselines(dataset, evaluator_cfg: Any) -> dict[str, dict[str, float
     results: dict[str, dict[str, float]] = {}
     for name, fn in _predictors().items():
         metrics = [METRICS.build(dict(c)) for c in cfgs]
-        usable = True
+        skipped = 0
         for ds, i in items:
             s = ds[i]
             masks = fn(ds, i, s)
             if masks is None:
-                usable = False
-                break
+                skipped += 1
+                continue
             out = [dict(sample_id=s.sample_id, predictions=[QueryPrediction(masks=m[None]) for m in masks])]
             for m in metrics:
                 m.process(dict(samples=[s]), out)
-        if not usable:
+        if skipped == len(items):
             continue
         merged: dict[str, float] = {}
         for m in metrics:
             merged.update(m.evaluate(len(m.results)))
+        merged["n_skipped_samples"] = skipped
         results[name] = merged
     return results
