@@ -1,0 +1,196 @@
+"""Reading the pieces the dataset loaders share: images, JSON files, COCO masks, labelme masks.
+
+Every function here fails with a message that names the file (and the key) it could not use and
+what it expected, so a wrong ``data_root`` is diagnosed from the message alone.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence, Union
+
+import cv2
+import numpy as np
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class DatasetFormatError(ValueError):
+    """A dataset file exists but does not have the layout or fields the loader expects."""
+
+
+class UnknownSplitError(ValueError):
+    """A split name that the dataset on disk does not have (the message lists the valid ones)."""
+
+
+def require_file(path: PathLike, what: str) -> Path:
+    """Return ``path`` as a :class:`Path`, or raise ``FileNotFoundError`` saying what it should hold."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} not found: {p} (expected a file at this path)")
+    return p
+
+
+def require_dir(path: PathLike, what: str) -> Path:
+    """Return ``path`` as a :class:`Path`, or raise ``FileNotFoundError`` saying what it should hold."""
+    p = Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(f"{what} not found: {p} (expected a directory at this path)")
+    return p
+
+
+def require_key(record: Mapping[str, Any], key: str, where: str, expected: str = "") -> Any:
+    """``record[key]``, or a :class:`DatasetFormatError` naming ``where`` and the missing key."""
+    if not isinstance(record, Mapping):
+        raise DatasetFormatError(f"{where}: expected a dict, got {type(record).__name__}")
+    if key not in record:
+        hint = f" ({expected})" if expected else ""
+        raise DatasetFormatError(
+            f"{where}: missing key {key!r}{hint}; keys present: {sorted(map(str, record))}"
+        )
+    return record[key]
+
+
+def read_image_rgb(path: PathLike) -> np.ndarray:
+    """Read an image file as ``[H, W, 3] uint8`` RGB at its original size.
+
+    OpenCV reads it and BGR is converted to RGB, as LISA does (spec seg_token_family.md §1.5).
+    A missing file raises ``FileNotFoundError``; an unreadable one a :class:`DatasetFormatError`;
+    both name the file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"image not found: {p}")
+    bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
+    if bgr is None or bgr.size == 0:
+        raise DatasetFormatError(f"image could not be decoded (corrupt or not an image): {p}")
+    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+def read_json(path: PathLike) -> Any:
+    """Load a JSON file, decoding UTF-8 first and cp1252 if that fails (spec §5.1, ReasonSeg)."""
+    p = require_file(path, "JSON file")
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        try:
+            text = raw.decode("cp1252")
+        except UnicodeDecodeError as err:
+            raise DatasetFormatError(f"{p}: neither UTF-8 nor cp1252 text ({err})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DatasetFormatError(f"{p}: invalid JSON ({err})") from None
+
+
+# -- COCO / REFER masks ----------------------------------------------------------------------------
+
+
+def coco_segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
+    """Decode one COCO ``segmentation`` (polygons or RLE) to an ``[H, W] bool`` mask.
+
+    * polygons (``[[x1, y1, x2, y2, ...], ...]``): each decoded with pycocotools, then OR-ed (the union;
+      LISA sums them, spec seg_token_family.md §1.7). Polygons with fewer than 3 points are dropped
+      (ReLA/GSVA, spec §5.3).
+    * RLE dict with ``counts`` as a list (uncompressed) or a string (compressed).
+    """
+    with warnings.catch_warnings():
+        # pycocotools 2.0.x + numpy 2 warn about the ``copy`` keyword inside pycocotools itself
+        warnings.filterwarnings("ignore", message=".*copy keyword.*", category=DeprecationWarning)
+        return _coco_segmentation_to_mask(segmentation, int(height), int(width))
+
+
+def _coco_segmentation_to_mask(segmentation: Any, h: int, w: int) -> np.ndarray:
+    from pycocotools import mask as mask_utils
+
+    if isinstance(segmentation, dict):
+        if "counts" not in segmentation or "size" not in segmentation:
+            raise DatasetFormatError(
+                f"RLE segmentation needs keys 'counts' and 'size', got {sorted(segmentation)}"
+            )
+        rle = segmentation
+        if isinstance(rle["counts"], list):
+            rle = mask_utils.frPyObjects(rle, h, w)
+        elif isinstance(rle["counts"], str):
+            rle = dict(rle, counts=rle["counts"].encode("ascii"))
+        m = mask_utils.decode(rle)
+        if m.ndim == 3:
+            m = m.any(axis=2)
+        return m.astype(bool)
+    if not isinstance(segmentation, (list, tuple)):
+        raise DatasetFormatError(
+            f"segmentation must be a list of polygons or an RLE dict, got {type(segmentation).__name__}"
+        )
+    polys = [list(map(float, p)) for p in segmentation if len(p) >= 6]
+    if not polys:
+        return np.zeros((h, w), dtype=bool)
+    rles = mask_utils.frPyObjects(polys, h, w)
+    m = mask_utils.decode(rles)  # [H, W, P] uint8
+    return m.any(axis=2)
+
+
+# -- labelme / ReasonSeg masks ---------------------------------------------------------------------
+
+#: Pixel values of a rasterised ReasonSeg mask (spec seg_token_family.md §5.1).
+REASONSEG_BACKGROUND, REASONSEG_TARGET, REASONSEG_IGNORE = 0, 1, 255
+
+
+def labelme_shapes_to_mask(shapes: Sequence[Mapping[str, Any]], height: int, width: int) -> np.ndarray:
+    """Rasterise labelme ``shapes`` exactly as LISA does (spec seg_token_family.md §5.1).
+
+    1. skip shapes whose label is "flag" (case-insensitive);
+    2. sort the polygons by filled pixel area, descending (stable for ties);
+    3. draw each with ``cv2.polylines`` (thickness 1) and ``cv2.fillPoly`` on int32 coordinates, so
+       smaller polygons overwrite larger ones;
+    4. value 255 if the label contains "ignore", else 1.
+
+    Returns:
+        ``[H, W] uint8`` in {0, 1, 255}.
+    """
+    h, w = int(height), int(width)
+    polys: list[tuple[int, np.ndarray, int]] = []
+    for k, shape in enumerate(shapes):
+        label = str(shape.get("label", ""))
+        if label.lower() == "flag":
+            continue
+        pts = np.asarray(shape.get("points", []), dtype=np.float64)
+        if pts.size == 0:
+            continue
+        pts = pts.reshape(-1, 2).astype(np.int32)
+        value = REASONSEG_IGNORE if "ignore" in label.lower() else REASONSEG_TARGET
+        tmp = np.zeros((h, w), dtype=np.uint8)
+        cv2.polylines(tmp, [pts], True, 1, 1)
+        cv2.fillPoly(tmp, [pts], 1)
+        polys.append((int(tmp.sum()), pts, value))
+    polys.sort(key=lambda t: -t[0])
+    mask = np.zeros((h, w), dtype=np.uint8)
+    for _, pts, value in polys:
+        cv2.polylines(mask, [pts], True, value, 1)
+        cv2.fillPoly(mask, [pts], value)
+    return mask
+
+
+def stack_masks(masks: Iterable[np.ndarray], height: int, width: int) -> np.ndarray:
+    """Stack ``[H, W]`` masks into ``[n, H, W] bool`` (``[0, H, W]`` when there are none)."""
+    ms = [np.asarray(m, dtype=bool) for m in masks]
+    if not ms:
+        return np.zeros((0, int(height), int(width)), dtype=bool)
+    return np.stack(ms, axis=0)
+
+
+def resolve_under(root: Path, path: PathLike) -> Path:
+    """Resolve a configured path: absolute as given; relative first under ``root``, then as given.
+
+    The second form lets configs write ``image_dir=data_root + '/images/...'`` (relative to the working
+    directory) as well as ``image_dir='images/...'`` (relative to ``data_root``).
+    """
+    p = Path(path)
+    if p.is_absolute():
+        return p
+    under = root / p
+    if under.exists() or not p.exists():
+        return under
+    return p

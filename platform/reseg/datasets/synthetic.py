@@ -1,0 +1,356 @@
+"""The synthetic benchmark ``synthref`` (v1): coloured shapes, written in the real datasets' formats.
+
+``generate_synthref(out, SynthRefConfig(seed=0))`` writes::
+
+    <out>/refer_seg/images/synthref/synthref_<image_id>.jpg   # REFER / COCO (spec §5.2)
+    <out>/refer_seg/synthref/instances.json                   # every object of every image
+    <out>/refer_seg/synthref/refs(unc).p                      # train / val / testA / testB refs
+    <out>/reason_seg/ReasonSeg/{train,val,test}/<name>.jpg + <name>.json   # ReasonSeg (spec §5.1)
+    <out>/synthref_meta.json                                  # generator version, seed, counts
+
+so the real loaders read it unchanged::
+
+    RefCOCODataset(data_root=f"{out}/refer_seg", dataset="synthref", split_by="unc", split="val")
+    ReasonSegDataset(data_root=f"{out}/reason_seg", split="val")
+
+Determinism: every image comes from its own ``numpy`` generator seeded by
+``(seed, family, split, index)``, so the same seed gives byte-identical files (whatever the number of
+workers), and changing one split's count leaves the other splits' images unchanged.
+
+Structure: :mod:`~reseg.datasets.synth_scene` (scene model and rendering),
+:mod:`~reseg.datasets.synth_language` (expressions and reasoning rules) and
+:mod:`~reseg.datasets.synth_writers` (file formats) are independent; this module only wires them.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import cv2
+import numpy as np
+
+from reseg.datasets.io import PathLike
+from reseg.datasets.synth_language import (
+    REASON_FAMILIES,
+    ReasonRule,
+    candidate_rules,
+    choose_sentences,
+    raw_variant,
+    rule_target,
+    rule_texts,
+    tokenize,
+)
+from reseg.datasets.synth_scene import (
+    COLOURS,
+    KINDS,
+    Scene,
+    SceneConfig,
+    encode_jpeg,
+    mask_to_coco_polygons,
+    mask_to_pixel_polygons,
+    render_scene,
+    sample_scene,
+)
+from reseg.datasets.synth_writers import ReasonSegWriter, ReferWriter, labelme_record
+
+GENERATOR_VERSION = "1.0"
+META_FILE = "synthref_meta.json"
+
+REFER_SPLITS = ("train", "val", "testA", "testB")
+REASON_SPLITS = ("train", "val", "test")
+_FAMILY_CODE = {"refer": 1, "reason": 2}
+_SPLIT_CODE = {"train": 1, "val": 2, "testA": 3, "testB": 4, "test": 5}
+#: Image ids are ``split_code * IMAGE_ID_STRIDE + index + 1`` (stable when other splits change size).
+IMAGE_ID_STRIDE = 1_000_000
+
+
+@dataclass
+class SynthRefConfig:
+    """What :func:`generate_synthref` writes. Counts are images per split."""
+
+    seed: int = 0
+    refer_counts: dict[str, int] = field(
+        default_factory=lambda: {"train": 1600, "val": 150, "testA": 150, "testB": 150})
+    reason_counts: dict[str, int] = field(
+        default_factory=lambda: {"train": 300, "val": 100, "test": 100})
+    scene: SceneConfig = field(default_factory=SceneConfig)
+    dataset_name: str = "synthref"
+    split_by: str = "unc"
+    max_refs_per_image: int = 4
+    max_sentences_per_ref: int = 3
+    ignore_prob: float = 0.3
+    long_query_prob: float = 0.5
+    reason_family_weights: dict[str, float] = field(
+        default_factory=lambda: {"colour": 0.3, "shape": 0.35, "combo": 0.2, "superlative": 0.15})
+    jpeg_quality: int = 95
+
+    def __post_init__(self) -> None:
+        for name, counts, valid in (("refer_counts", self.refer_counts, REFER_SPLITS),
+                                    ("reason_counts", self.reason_counts, REASON_SPLITS)):
+            bad = set(counts) - set(valid)
+            if bad:
+                raise ValueError(f"{name}: unknown splits {sorted(bad)}; valid: {list(valid)}")
+            if any(int(v) < 0 or int(v) >= IMAGE_ID_STRIDE for v in counts.values()):
+                raise ValueError(f"{name}: counts must be in [0, {IMAGE_ID_STRIDE}), got {counts}")
+
+
+def item_rng(seed: int, family: str, split: str, index: int) -> np.random.Generator:
+    """The generator of one image: seeded by ``(seed, family, split, index)``."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), _FAMILY_CODE[family],
+                                                         _SPLIT_CODE[split], int(index)]))
+
+
+# -- REFER items ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReferItem:
+    """One REFER image: COCO image record, JPEG bytes, every object's annotation, the refs."""
+
+    image: dict[str, Any]
+    jpeg: bytes
+    annotations: list[dict[str, Any]]
+    refs: list[dict[str, Any]]
+
+
+def refer_image_id(split: str, index: int) -> int:
+    return _SPLIT_CODE[split] * IMAGE_ID_STRIDE + int(index) + 1
+
+
+def _coco_annotation(scene: Scene, k: int, ann_id: int, image_id: int) -> dict[str, Any]:
+    obj = scene.objects[k]
+    x0, y0, x1, y1 = obj.bbox
+    return dict(
+        id=ann_id,
+        image_id=image_id,
+        category_id=obj.category_id,
+        segmentation=mask_to_coco_polygons(obj.visible_mask),
+        area=float(obj.visible_area),
+        bbox=[float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)],
+        iscrowd=0,
+        synth=dict(colour=obj.colour, kind=obj.kind, z=k, full_area=obj.full_area,
+                   visible_fraction=round(obj.visible_fraction, 4)),
+    )
+
+
+def make_refer_item(cfg: SynthRefConfig, split: str, index: int) -> ReferItem:
+    """Scene, image, annotations and refs of REFER image ``index`` of ``split`` (pure function)."""
+    rng = item_rng(cfg.seed, "refer", split, index)
+    while True:
+        scene = sample_scene(rng, cfg.scene)
+        chosen = {k: choose_sentences(scene, k, rng, cfg.max_sentences_per_ref)
+                  for k in range(len(scene.objects))}
+        referable = [k for k, s in chosen.items() if s]
+        if referable:
+            break
+    order = [referable[i] for i in rng.permutation(len(referable))][: cfg.max_refs_per_image]
+    image_id = refer_image_id(split, index)
+    file_name = f"{cfg.dataset_name}_{image_id:08d}.jpg"
+    anns = [_coco_annotation(scene, k, image_id * 10 + k, image_id) for k in range(len(scene.objects))]
+    refs = []
+    for k in sorted(order):
+        ann_id = image_id * 10 + k
+        sentences = []
+        for j, (text, expr) in enumerate(chosen[k]):
+            sentences.append(dict(tokens=tokenize(text), raw=raw_variant(text, rng), sent_id=ann_id * 10 + j,
+                                  sent=" ".join(tokenize(text))))
+        refs.append(dict(
+            sent_ids=[s["sent_id"] for s in sentences],
+            file_name=f"{file_name[:-4]}_{ann_id}.jpg",
+            ann_id=ann_id,
+            ref_id=ann_id,
+            image_id=image_id,
+            split=split,
+            sentences=sentences,
+            category_id=scene.objects[k].category_id,
+            synth_strategies=[expr.strategy for _, expr in chosen[k]],
+        ))
+    jpeg = encode_jpeg(render_scene(scene), cfg.jpeg_quality)
+    image = dict(id=image_id, file_name=file_name, height=scene.height, width=scene.width)
+    return ReferItem(image=image, jpeg=jpeg, annotations=anns, refs=refs)
+
+
+# -- ReasonSeg items -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ReasonItem:
+    """One ReasonSeg image: name, JPEG bytes and its labelme-style JSON record."""
+
+    split: str
+    name: str
+    jpeg: bytes
+    record: dict[str, Any]
+
+
+def _ignore_region(scene: Scene, target: int, rng: np.random.Generator) -> Optional[np.ndarray]:
+    """An int ``[4, 2]`` box over part of a non-target object (or background), away from the target."""
+    h, w = scene.height, scene.width
+    keep_out = cv2.dilate(scene.objects[target].visible_mask.astype(np.uint8),
+                          np.ones((7, 7), np.uint8)).astype(bool)
+    others = [k for k in range(len(scene.objects)) if k != target]
+    for _ in range(20):
+        if others and rng.random() < 0.8:
+            x0, y0, x1, y1 = scene.objects[others[int(rng.integers(len(others)))]].bbox
+            bw, bh = max(6, int((x1 - x0) * rng.uniform(0.5, 0.9))), max(6, int((y1 - y0) * rng.uniform(0.5, 0.9)))
+            bx = int(rng.integers(max(0, x0 - bw // 3), max(1, min(w - bw, x1 - bw // 2))))
+            by = int(rng.integers(max(0, y0 - bh // 3), max(1, min(h - bh, y1 - bh // 2))))
+        else:
+            bw, bh = int(rng.integers(12, max(13, w // 4))), int(rng.integers(12, max(13, h // 4)))
+            bx, by = int(rng.integers(0, max(1, w - bw))), int(rng.integers(0, max(1, h - bh)))
+        bx1, by1 = min(w - 1, bx + bw), min(h - 1, by + bh)
+        poly = np.array([[bx, by], [bx1, by], [bx1, by1], [bx, by1]], dtype=np.int32)
+        if not (scene.region_mask(poly) & keep_out).any():
+            return poly
+    return None
+
+
+def _choose_rule(cfg: SynthRefConfig, rng: np.random.Generator) -> tuple[Scene, ReasonRule]:
+    fams = list(REASON_FAMILIES)
+    p = np.array([cfg.reason_family_weights.get(f, 0.0) for f in fams], dtype=np.float64)
+    family = fams[int(rng.choice(len(fams), p=p / p.sum()))]
+    fallback: Optional[tuple[Scene, ReasonRule]] = None
+    for _ in range(30):
+        scene = sample_scene(rng, cfg.scene)
+        rules = candidate_rules(scene)
+        if not rules:
+            continue
+        wanted = [r for r in rules if r.family == family]
+        if wanted:
+            return scene, wanted[int(rng.integers(len(wanted)))]
+        if fallback is None:
+            fallback = (scene, rules[int(rng.integers(len(rules)))])
+    if fallback is None:
+        raise RuntimeError("could not draw a scene with a reasoning rule in 30 tries")
+    return fallback
+
+
+def make_reason_item(cfg: SynthRefConfig, split: str, index: int) -> ReasonItem:
+    """Scene, image and labelme JSON of ReasonSeg image ``index`` of ``split`` (pure function)."""
+    rng = item_rng(cfg.seed, "reason", split, index)
+    scene, rule = _choose_rule(cfg, rng)
+    target = rule_target(rule, scene)
+    is_sentence = bool(rng.random() < cfg.long_query_prob)
+    n_texts = int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3]))
+    texts = rule_texts(rule, rng, long=is_sentence, n=n_texts)
+    shapes = [("target", poly.tolist()) for poly in mask_to_pixel_polygons(scene.objects[target].visible_mask)]
+    ignore = _ignore_region(scene, target, rng) if rng.random() < cfg.ignore_prob else None
+    if ignore is not None:
+        scene.blur_regions.append(ignore)
+        shapes.append(("ignore", ignore.tolist()))
+    name = f"synth_{split}_{index:05d}"
+    t = scene.objects[target]
+    record = labelme_record(name, scene.height, scene.width, texts, is_sentence, shapes,
+                            extra=dict(rule=rule.name, family=rule.family, target_colour=t.colour,
+                                       target_kind=t.kind, num_objects=len(scene.objects)))
+    return ReasonItem(split=split, name=name, jpeg=encode_jpeg(render_scene(scene), cfg.jpeg_quality),
+                      record=record)
+
+
+# -- the whole benchmark -------------------------------------------------------------------------------
+
+
+def _refer_task(args: tuple[SynthRefConfig, str, int]) -> ReferItem:
+    return make_refer_item(*args)
+
+
+def _reason_task(args: tuple[SynthRefConfig, str, int]) -> ReasonItem:
+    return make_reason_item(*args)
+
+
+def _imap(fn, tasks: list, workers: int):
+    if workers <= 1 or len(tasks) < 2 * workers:
+        return map(fn, tasks)
+    import multiprocessing as mp
+
+    pool = mp.get_context("fork").Pool(workers)
+    try:
+        return list(pool.imap(fn, tasks, chunksize=8))
+    finally:
+        pool.close()
+        pool.join()
+
+
+def generate_synthref(out: PathLike, cfg: Optional[SynthRefConfig] = None, workers: int = 1,
+                      overwrite: bool = False) -> dict[str, Any]:
+    """Write the synthetic benchmark under ``out`` (layout in the module docstring); return the meta.
+
+    Args:
+        out: benchmark root (created).
+        cfg: counts, seed and scene parameters (default: the demo sizes).
+        workers: processes used to draw images (the output does not depend on it).
+        overwrite: replace a benchmark already at ``out`` (only the folders this generator owns are
+            removed). Without it an existing benchmark is an error.
+    """
+    cfg = cfg or SynthRefConfig()
+    root = Path(out)
+    refer = ReferWriter(root, cfg.dataset_name, cfg.split_by)
+    reason = ReasonSegWriter(root)
+    owned = refer.paths + reason.paths + [root / META_FILE]
+    existing = [p for p in owned if p.exists() and (p.is_file() or any(p.iterdir()))]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{root} already holds a benchmark ({', '.join(str(p) for p in existing[:3])}); "
+            "pass overwrite=True (--overwrite) to replace it"
+        )
+    for p in existing:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    root.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+
+    refer_stats: dict[str, dict[str, int]] = {}
+    tasks = [(cfg, s, i) for s in REFER_SPLITS for i in range(int(cfg.refer_counts.get(s, 0)))]
+    for item in _imap(_refer_task, tasks, workers):
+        refer.add_image(item.image, item.jpeg, item.annotations, item.refs)
+        st = refer_stats.setdefault(item.refs[0]["split"], Counter())
+        st["images"] += 1
+        st["annotations"] += len(item.annotations)
+        st["refs"] += len(item.refs)
+        st["sentences"] += sum(len(r["sentences"]) for r in item.refs)
+        for r in item.refs:
+            for strat in r["synth_strategies"]:
+                st[f"sentences_{strat}"] += 1
+    refer.close()
+
+    reason_stats: dict[str, dict[str, int]] = {}
+    tasks = [(cfg, s, i) for s in REASON_SPLITS for i in range(int(cfg.reason_counts.get(s, 0)))]
+    for item in _imap(_reason_task, tasks, workers):
+        reason.add(item.split, item.name, item.jpeg, item.record)
+        st = reason_stats.setdefault(item.split, Counter())
+        st["images"] += 1
+        st["long_queries"] += int(item.record["is_sentence"])
+        st["with_ignore"] += int(any(s["label"] == "ignore" for s in item.record["shapes"]))
+        st[f"rule_{item.record['synth']['family']}"] += 1
+
+    meta = dict(
+        generator="reseg.datasets.synthetic",
+        version=GENERATOR_VERSION,
+        seed=cfg.seed,
+        config=dict(asdict(cfg), scene=asdict(cfg.scene)),
+        refer=dict(
+            data_root="refer_seg",
+            dataset=cfg.dataset_name,
+            split_by=cfg.split_by,
+            image_dir=f"refer_seg/images/{cfg.dataset_name}",
+            refs_file=f"refer_seg/{cfg.dataset_name}/refs({cfg.split_by}).p",
+            instances_file=f"refer_seg/{cfg.dataset_name}/instances.json",
+            note="instances.json annotates every object of every image (visible part, with 'synth' "
+                 "colour/kind/z attributes), not only the referred ones: enough for a largest-object "
+                 "baseline.",
+            splits={s: dict(sorted(v.items())) for s, v in refer_stats.items()},
+        ),
+        reason=dict(
+            data_root="reason_seg/ReasonSeg",
+            splits={s: dict(sorted(v.items())) for s, v in reason_stats.items()},
+        ),
+        kinds={k.name: dict(category_id=k.category_id, corners=k.corners) for k in KINDS.values()},
+        colours={k: list(v) for k, v in COLOURS.items()},
+    )
+    (root / META_FILE).write_bytes(json.dumps(meta, indent=2).encode("utf-8") + b"\n")
+    meta["_seconds"] = round(time.perf_counter() - start, 2)  # not written: files stay byte-identical
+    return meta

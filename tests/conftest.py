@@ -1,0 +1,48 @@
+"""Shared fixtures.
+
+``synth_root``: a small synthetic benchmark (``reseg.datasets.synthetic``) generated once per test
+session into a temporary folder, laid out like the real datasets::
+
+    <synth_root>/refer_seg/{synthref/{instances.json, refs(unc).p}, images/synthref/*.jpg}
+    <synth_root>/reason_seg/ReasonSeg/{train,val,test}/*.jpg + *.json
+    <synth_root>/synthref_meta.json
+
+Load it with ``RefCOCODataset(synth_root / "refer_seg", dataset="synthref", split=...)`` and
+``ReasonSegDataset(synth_root / "reason_seg", split=...)``. Tests must not modify it (copy first).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+#: Images per split of the session benchmark (small: generation takes well under a second).
+SYNTH_REFER_COUNTS = {"train": 16, "val": 6, "testA": 4, "testB": 4}
+SYNTH_REASON_COUNTS = {"train": 8, "val": 8, "test": 4}
+SYNTH_SEED = 0
+
+
+def make_synth_config(seed: int = SYNTH_SEED, **overrides):
+    """The :class:`~reseg.datasets.synthetic.SynthRefConfig` of the session benchmark."""
+    from reseg.datasets.synthetic import SynthRefConfig
+
+    kwargs = dict(seed=seed, refer_counts=dict(SYNTH_REFER_COUNTS), reason_counts=dict(SYNTH_REASON_COUNTS),
+                  ignore_prob=0.6)
+    kwargs.update(overrides)
+    return SynthRefConfig(**kwargs)
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Root of a small synthetic benchmark in the real REFER + ReasonSeg layouts (read-only)."""
+    from reseg.datasets.synthetic import generate_synthref
+
+    root = tmp_path_factory.mktemp("synthref")
+    generate_synthref(root, make_synth_config())
+    return root
+
+
+@pytest.fixture(scope="session")
+def synth_config():
+    """``synth_config(seed=..., **overrides)`` -> a config like the session benchmark's."""
+    return make_synth_config
