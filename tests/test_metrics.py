@@ -317,3 +317,53 @@ def test_metric_rejects_outputs_out_of_order():
     samples, outputs = make_batch()
     with pytest.raises(ValueError, match="order"):
         SegIoUMetric().process({"samples": samples}, outputs[::-1])
+
+
+# -- additions of the unified evaluator ------------------------------------------------------------
+
+def test_binarize_stack_gives_m_h_w_bool_and_keeps_bool_tensors():
+    from reseg.evaluation.functional import binarize_stack
+
+    logits = np.array([[0.0, 1.0], [-1.0, 0.0]], dtype=np.float32)
+    assert binarize_stack(logits).shape == (1, 2, 2)                     # [H, W] -> [1, H, W]
+    assert binarize_stack(np.zeros((0, 2, 2), np.float32)).shape == (0, 2, 2)
+    assert binarize_stack(torch.from_numpy(logits), inclusive=True).sum() == 3  # 0, 1, 0 >= 0
+    # A bool tensor is a finished mask: ">=" must not turn its False pixels (0.0) into True.
+    mask = torch.tensor([[[True, False], [False, False]]])
+    assert binarize_stack(mask, inclusive=True).tolist() == [[[True, False], [False, False]]]
+
+
+def test_metric_scores_bool_tensor_masks_the_same_under_both_thresholds():
+    sample = Sample(image=np.zeros((2, 2, 3), dtype=np.uint8),
+                    queries=[Query(text="the dot", masks=Q1_GT[None])], meta={"sample_id": "s"})
+    output = {"sample_id": "s", "predictions": [QueryPrediction(masks=torch.from_numpy(Q1_PRED[None]))]}
+    for inclusive in (False, True):
+        metric = SegIoUMetric(inclusive_threshold=inclusive)
+        metric.process({"samples": [sample]}, [output])
+        assert metric.evaluate(size=1)["seg/cIoU"] == pytest.approx(1.0)  # I = U = 1
+
+
+def test_rejected_prediction_is_empty_even_if_it_carries_a_mask():
+    sample = Sample(image=np.zeros((4, 4, 3), dtype=np.uint8),
+                    queries=[Query(text="the top", masks=Q2_GT[None])], meta={"sample_id": "s"})
+    output = {"sample_id": "s", "predictions": [
+        QueryPrediction(masks=logits_of(Q2_GT), exists=False)]}
+    metric = SegIoUMetric()
+    metric.process({"samples": [sample]}, [output])
+    record = metric.results[0]["queries"][0]
+    # Scored as an empty mask: I = 0, U = |GT| = 8 (SESAME's "no [SEG] -> zero mask").
+    assert (record.I, record.U, record.pred_empty, record.pred_exists) == (0, 8, True, False)
+
+
+def test_ciou_without_epsilon_and_without_any_union_is_nan():
+    empty = QueryStats(I=0, U=0, iou=1.0, gt_empty=True, pred_empty=True)
+    assert np.isnan(summarize_giou_ciou([empty], ciou_eps=0.0)["cIoU"])
+    assert summarize_giou_ciou([empty])["cIoU"] == 0.0  # LISA's 1e-10 keeps it 0 / 1e-10
+
+
+def test_seg_metric_conventions():
+    conv = SegIoUMetric(split_by="is_sentence", inclusive_threshold=True).conventions()
+    assert conv["metric"] == "SegIoUMetric" and conv["prefix"] == "seg"
+    assert (conv["empty_union_iou"], conv["iou_eps"], conv["ciou_eps"]) == (1.0, 1e-5, 1e-10)
+    assert (conv["inclusive_threshold"], conv["split_by"], conv["use_ignore"]) == (True, "is_sentence", True)
+    assert conv["eval_size"] is None and conv["rejected_as_empty"] is True

@@ -3,7 +3,8 @@
 
 Runs the config's ``test_dataloader``/``test_evaluator`` (mmengine ``Runner.test``), prints a metrics
 table and, with ``--out-metrics``, writes one JSON object with every metric, the sample counts, the
-convention settings and (``--baselines``) the trivial baselines on the same data.
+convention settings and (``--baselines``) the trivial baselines on the same data. With
+``--dump-predictions preds.jsonl`` it also writes every prediction for ``tools/evaluate.py``.
 """
 from __future__ import annotations
 
@@ -27,6 +28,11 @@ def parse_args(argv=None):
                    help="free generation instead of teacher forcing (no [SEG] generated = empty mask)")
     p.add_argument("--baselines", action="store_true",
                    help="also score the trivial baselines (empty mask, whole image, largest object)")
+    p.add_argument("--dump-predictions", metavar="PREDS.jsonl",
+                   help="also write every query's binarised prediction (COCO RLE) as JSON lines, "
+                        "for re-scoring with tools/evaluate.py (docs/evaluation.md)")
+    p.add_argument("--overwrite-dump", action="store_true",
+                   help="replace an existing --dump-predictions file")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None)
     p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     return p.parse_args(argv)
@@ -51,6 +57,13 @@ def main(argv=None) -> int:
     if args.generate:
         cfg.model.val_mode = "generate"
     cfg.load_from = args.checkpoint
+    if args.dump_predictions:
+        if os.path.exists(args.dump_predictions) and not args.overwrite_dump:
+            sys.exit(f"error: {args.dump_predictions!r} exists; pass --overwrite-dump to replace it")
+        hooks = list(cfg.get("custom_hooks", None) or [])
+        hooks.append(dict(type="DumpPredictionsHook", out_file=args.dump_predictions,
+                          overwrite=args.overwrite_dump))
+        cfg.custom_hooks = hooks
     if args.show_dir:
         hooks = list(cfg.get("custom_hooks", None) or [])
         hooks.append(dict(type="SegVisualizationHook", out_dir=args.show_dir, max_images=args.max_vis))
@@ -62,8 +75,11 @@ def main(argv=None) -> int:
     runner = build_runner(cfg, work_dir=work_dir, launcher=args.launcher)
     metrics = runner.test()
     metrics = {k: (float(v) if hasattr(v, "__float__") and not isinstance(v, int) else v) for k, v in metrics.items()}
+    from reseg.evaluation import evaluator_conventions
+
     result = dict(config=os.path.abspath(args.config), checkpoint=os.path.abspath(args.checkpoint),
                   val_mode=cfg.model.get("val_mode", "teacher_forcing"), metrics=metrics,
+                  conventions=evaluator_conventions(getattr(runner.test_evaluator, "metrics", [])),
                   evaluator=cfg.get("test_evaluator"))
     if args.baselines:
         from reseg.evaluation.baselines import evaluate_baselines

@@ -102,7 +102,7 @@ def _child(name: str, parent: _MMRegistry | None, locations: list[str]) -> Regis
 MODELS = _child("model", MMENGINE_MODELS, ["reseg.models.segmentor"])
 DATASETS = _child("dataset", MMENGINE_DATASETS, ["reseg.datasets", "mmengine.dataset"])
 METRICS = _child("metric", MMENGINE_METRICS, ["reseg.evaluation", "mmengine.evaluator"])
-HOOKS = _child("hook", MMENGINE_HOOKS, ["reseg.engine", "mmengine.hooks"])
+HOOKS = _child("hook", MMENGINE_HOOKS, ["reseg.engine", "reseg.evaluation", "mmengine.hooks"])
 FUNCTIONS = _child("function", MMENGINE_FUNCTIONS, ["reseg.datasets", "mmengine.dataset"])
 
 # The rest of mmengine's kinds get an (empty) child too, so the Runner's scope switch to 'reseg' finds

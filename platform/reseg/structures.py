@@ -116,7 +116,8 @@ class QueryPrediction:
 
         m = self.masks
         if isinstance(m, torch.Tensor):
-            m = m.detach().float().cpu().numpy()
+            m = m.detach().cpu()
+            m = m.numpy() if m.dtype == torch.bool else m.float().numpy()
         m = np.asarray(m)
         if m.dtype == bool:
             b = m
