@@ -100,3 +100,63 @@ def test_head_requires_sam_decoder_kind(tmp_path):
     cfg = tiny_model_cfg(str(tmp_path / "tok"), mask_source=None)
     with pytest.raises(TypeError, match="needs a mask source of kind 'sam_decoder'"):
         MODELS.build(cfg)
+
+
+@pytest.fixture(scope="module")
+def rej_model(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = tiny_model_cfg(str(tmp_path_factory.mktemp("tok") / "tokenizer"))
+    cfg["head"] = dict(type="LISAHead", rej_token="[REJ]")
+    return MODELS.build(cfg)
+
+
+def _no_target(sample, qi=0):
+    q = sample.queries[qi]
+    q.masks = q.masks[:0]
+    q.exists = False
+    return sample
+
+
+def test_rej_answers_no_target_queries_in_training(rej_model):
+    s = _no_target(toy_sample(n_queries=2))
+    convs = rej_model.head.build_conversations(s, "train")
+    assert "[REJ]" in convs[0].answer and "[SEG]" not in convs[0].answer
+    assert "[SEG]" in convs[1].answer and "[REJ]" not in convs[1].answer
+    assert [k for _, _, k in convs[0].slots] == ["rej"] and [k for _, _, k in convs[1].slots] == ["seg"]
+    # Teacher forcing asks for a [SEG] slot for every query (GSVA re-evaluation, spec §4.3).
+    assert all("[SEG]" in c.answer for c in rej_model.head.build_conversations(s, "val"))
+
+
+def test_rej_slot_counts_in_the_mask_average_as_gsva_does(rej_model):
+    # One [SEG] target and one [REJ]: GSVA adds a zero-logit mask vs an empty target (BCE = ln 2,
+    # Dice ~ 1) to the average (spec §4.2), so the mask terms are the mean over 2 masks.
+    s = _no_target(toy_sample(n_queries=2))
+    import random
+
+    with torch.no_grad():
+        random.seed(0)  # same answer templates in both calls
+        with_rej = rej_model([s], mode="loss")
+        rej_model.head.rej_in_mask_loss = False
+        random.seed(0)
+        without = rej_model([s], mode="loss")
+        rej_model.head.rej_in_mask_loss = True
+    import math
+    bce_one = without["loss_mask_bce"] / 2.0  # weight 2.0, one mask
+    assert torch.isclose(with_rej["loss_mask_bce"], 2.0 * (bce_one + math.log(2)) / 2, atol=1e-5)
+
+
+def test_teacher_forced_existence_is_the_argmax_at_the_slot(rej_model):
+    rej_model.eval()
+    s = toy_sample(n_queries=2)
+    head = rej_model.head
+    with torch.no_grad():
+        ctx = rej_model.prepare([s], "val")
+        rej_model.run_lmm(ctx)
+        # force the LM head's choice at the first query's slot to [REJ], the second's to [SEG]
+        _, _, _, read = head._gather(ctx)
+        ctx.lmm_out["logits"][read[0, 0], read[0, 1], head.rej_id] = 1e4
+        ctx.lmm_out["logits"][read[1, 0], read[1, 1], head.seg_id] = 1e4
+        preds = head.predict(ctx, rej_model.lmm, rej_model.mask_source, generate=False)[0]
+    rej_model.train()
+    assert [p.exists for p in preds] == [False, True]
+    assert all(p.masks.shape == (1, 48, 64) for p in preds)  # the mask is still decoded (GSVA)

@@ -1,13 +1,21 @@
 #!/usr/bin/env python
-"""Pre-train the tiny SAM class-agnostically on the synthetic benchmark, as SAM itself is trained.
+"""Pre-train the tiny SAM and the tiny vision tower on the synthetic benchmark.
 
-At real scale SAM arrives pretrained and frozen; the tiny scale mirrors that. This script builds the
-tiny config's own ``SAMMaskSource`` (so the architecture always matches the config), trains encoder +
-decoder with random point and box prompts on every annotated object of the synthetic REFER train
-split (COCO ``instances.json``), and writes ``<out>/sam_tiny.pth`` (a tensor-only state dict) that the
-tiny configs load. Generated files live under ``data/`` and are never committed.
+At real scale SAM and the CLIP tower arrive pretrained; the tiny scale mirrors that, using only the
+synthetic REFER *train* split (COCO ``instances.json``; no query text, no validation data):
 
-    python tools/pretrain_tiny.py --data data/synthref --out data/tiny_models [--steps 600]
+* ``sam``: the tiny config's own ``SAMMaskSource`` (so the architecture always matches the config) is
+  trained, encoder + decoder, with random point and box prompts on every annotated object, as SAM
+  itself is trained; an auxiliary dense head (discarded afterwards) asks the image embedding to
+  encode the colour and shape under each cell, as real SAM features carry semantics
+  -> ``<out>/sam_tiny.pth``;
+* ``vision``: the tiny config's CLIP vision tower learns dense per-patch labels (the colour and the
+  shape of the visible object under each patch, or background), a stand-in for the visual
+  vocabulary a pretrained CLIP brings -> ``<out>/vision_tiny.pth``.
+
+Both are tensor-only state dicts; generated files live under ``data/`` and are never committed.
+
+    python tools/pretrain_tiny.py --data data/synthref --out data/tiny_models [--parts sam,vision]
 """
 from __future__ import annotations
 
@@ -28,8 +36,13 @@ def parse_args(argv=None):
     p.add_argument("--out", default="data/tiny_models")
     p.add_argument("--config", default="configs/lisa/lisa_tiny_synthref.py",
                    help="config whose model.mask_source defines the tiny SAM")
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--batch", type=int, default=8, help="images per step")
+    p.add_argument("--parts", default="sam,vision", help="comma list of: sam, vision")
+    p.add_argument("--steps", type=int, default=250, help="SAM steps")
+    p.add_argument("--batch", type=int, default=8, help="images per SAM step")
+    p.add_argument("--sam-aux-weight", type=float, default=0.5,
+                   help="weight of the dense colour/shape head on SAM's embedding (0: class-agnostic only)")
+    p.add_argument("--vision-steps", type=int, default=300)
+    p.add_argument("--vision-batch", type=int, default=32)
     p.add_argument("--objects", type=int, default=3, help="prompted objects per image")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
@@ -55,23 +68,26 @@ def load_objects(data_root: str):
     anns: dict[int, list] = {}
     for a in coco["annotations"]:
         anns.setdefault(a["image_id"], []).append(a)
-    images, masks = [], []
+    images, masks, labels = [], [], []
     for im in coco["images"]:
         if im["id"] not in train_ids or im["id"] not in anns:
             continue
         h, w = im["height"], im["width"]
         img = cv2.imread(os.path.join(img_dir, im["file_name"]))[..., ::-1].copy()
-        ms = []
+        ms, ls = [], []
         for a in anns[im["id"]]:
             seg = a["segmentation"]
             rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w)) if isinstance(seg, list) else seg
             m = mask_utils.decode(rle).astype(bool)
             if m.sum() >= 16:
                 ms.append(m)
+                synth = a.get("synth", {})
+                ls.append((synth.get("colour"), synth.get("kind")))
         if ms:
             images.append(img)
             masks.append(np.stack(ms))
-    return images, masks
+            labels.append(ls)
+    return images, masks, labels
 
 
 def sample_prompt(mask: np.ndarray, scale: float, rng: np.random.Generator):
@@ -85,17 +101,33 @@ def sample_prompt(mask: np.ndarray, scale: float, rng: np.random.Generator):
     return ("box", (np.array([x0, y0, x1, y1]) + jit) * scale)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    out_file = os.path.join(args.out, "sam_tiny.pth")
-    if os.path.isfile(out_file) and not args.force:
-        print(f"{out_file} exists; pass --force to retrain")
-        return 0
+def grid_labels(masks, labels, scale: float, S: int, grid: int, colours, kinds) -> tuple[np.ndarray, np.ndarray]:
+    """Colour / shape ids (0 = background) at the centres of SAM's ``grid x grid`` embedding cells.
+
+    SAM's frame: the image resized by ``scale`` (longest side ``S``) at the top-left, zero padding.
+    """
+    step = S / grid
+    centres = (np.arange(grid) + 0.5) * step / scale  # in original pixels
+    h, w = masks.shape[1:]
+    ys = np.clip(centres.astype(int), 0, None)
+    col = np.zeros((grid, grid), np.int64)
+    shp = np.zeros((grid, grid), np.int64)
+    valid_y, valid_x = ys < h, ys < w
+    for m, (c, k) in zip(masks, labels):
+        sub = np.zeros((grid, grid), bool)
+        sub[np.ix_(valid_y, valid_x)] = m[np.ix_(ys[valid_y], ys[valid_x])]
+        col[sub] = colours.index(c) + 1 if c in colours else 0
+        shp[sub] = kinds.index(k) + 1 if k in kinds else 0
+    return col.reshape(-1), shp.reshape(-1)
+
+
+def train_sam(args, images, masks, labels) -> None:
     from mmengine.config import Config
 
     from reseg.models.losses import dice_loss, sigmoid_bce_loss
     from reseg.registry import MASK_SOURCES
 
+    out_file = os.path.join(args.out, "sam_tiny.pth")
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     cfg = Config.fromfile(args.config).model.mask_source.to_dict()
@@ -103,10 +135,15 @@ def main(argv=None) -> int:
     src = MASK_SOURCES.build(cfg)
     sam = src.sam
     S = src.image_size
-    t0 = time.time()
-    images, masks = load_objects(args.data)
-    print(f"loaded {len(images)} images, {sum(len(m) for m in masks)} objects in {time.time() - t0:.1f}s")
-    opt = torch.optim.AdamW(sam.parameters(), lr=args.lr, weight_decay=1e-4)
+    from reseg.datasets.synth_scene import COLOURS, KINDS
+
+    colours, kinds = list(COLOURS), list(KINDS)
+    grid = src.embedding_size[0]
+    heads = torch.nn.ModuleDict(dict(colour=torch.nn.Linear(src.prompt_dim, len(colours) + 1),
+                                     shape=torch.nn.Linear(src.prompt_dim, len(kinds) + 1)))
+    dense_targets = [grid_labels(m, lab, S / max(im.shape[:2]), S, grid, colours, kinds)
+                     for im, m, lab in zip(images, masks, labels)]
+    opt = torch.optim.AdamW(list(sam.parameters()) + list(heads.parameters()), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)
     t0 = time.time()
     for step in range(args.steps):
@@ -133,21 +170,127 @@ def main(argv=None) -> int:
                 target = torch.from_numpy(masks[i][j][None]).float()
                 losses.append(sigmoid_bce_loss(logits, target, reduction="sum")
                               + dice_loss(logits, target, reduction="sum"))
-        loss = torch.stack(losses).mean()
+        cells = emb.flatten(2).transpose(1, 2)  # [B, grid*grid, C]
+        tc = torch.as_tensor(np.stack([dense_targets[i][0] for i in idx]))
+        ts = torch.as_tensor(np.stack([dense_targets[i][1] for i in idx]))
+        aux = (torch.nn.functional.cross_entropy(heads["colour"](cells).flatten(0, 1), tc.flatten())
+               + torch.nn.functional.cross_entropy(heads["shape"](cells).flatten(0, 1), ts.flatten()))
+        loss = torch.stack(losses).mean() + args.sam_aux_weight * aux
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         if step % 50 == 0 or step == args.steps - 1:
-            print(f"step {step:4d}/{args.steps}  loss {loss.item():.4f}  {time.time() - t0:.0f}s", flush=True)
-    os.makedirs(args.out, exist_ok=True)
+            print(f"[sam] aux {aux.item():.4f}", end="  ")
+            print(f"[sam] step {step:4d}/{args.steps}  loss {loss.item():.4f}  {time.time() - t0:.0f}s", flush=True)
+    _save(sam.state_dict(), out_file, dict(config=args.config, mask_source=cfg, steps=args.steps, seed=args.seed,
+                                           final_loss=float(loss.item()), seconds=round(time.time() - t0, 1)))
+
+
+def patch_labels(image_shape, masks, labels, lmm, colours, kinds) -> tuple[np.ndarray, np.ndarray]:
+    """Per-patch colour and shape ids (0 = background) in the vision tower's input frame.
+
+    The label maps go through the same geometry as the image (pad-to-square or centre crop, then
+    resize), sampled at patch centres with nearest-neighbour.
+    """
+    import cv2
+
+    h, w = image_shape[:2]
+    col = np.zeros((h, w), np.uint8)
+    shp = np.zeros((h, w), np.uint8)
+    for m, (c, k) in zip(masks, labels):
+        col[m] = colours.index(c) + 1 if c in colours else 0
+        shp[m] = kinds.index(k) + 1 if k in kinds else 0
+    gh, gw = lmm.image_grid
+    size = lmm.model.config.vision_config.image_size
+    out = []
+    for lab in (col, shp):
+        if lmm.image_aspect == "pad":
+            s = max(h, w)
+            canvas = np.zeros((s, s), np.uint8)
+            top, left = (s - h) // 2, (s - w) // 2
+            canvas[top: top + h, left: left + w] = lab
+        else:  # resize shortest side, centre crop
+            s = min(h, w)
+            top, left = (h - s) // 2, (w - s) // 2
+            canvas = lab[top: top + s, left: left + s]
+        sq = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_NEAREST)
+        step = size // gw
+        out.append(sq[step // 2:: step, step // 2:: step][:gh, :gw].reshape(-1))
+    return out[0], out[1]
+
+
+def train_vision(args, images, masks, labels) -> None:
+    from mmengine.config import Config
+
+    from reseg.datasets.synth_scene import COLOURS, KINDS
+    from reseg.registry import LMMS
+
+    out_file = os.path.join(args.out, "vision_tiny.pth")
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed + 1)
+    cfg = Config.fromfile(args.config).model.lmm.to_dict()
+    cfg["tiny"].pop("vision_checkpoint", None)
+    lmm = LMMS.build(cfg)
+    tower = lmm.model.model.vision_tower
+    layer = lmm.model.config.vision_feature_layer
+    colours, kinds = list(COLOURS), list(KINDS)
+    dim = lmm.model.config.vision_config.hidden_size
+    heads = torch.nn.ModuleDict(dict(colour=torch.nn.Linear(dim, len(colours) + 1),
+                                     shape=torch.nn.Linear(dim, len(kinds) + 1)))
+    params = list(tower.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.vision_steps, pct_start=0.05)
+    targets = [patch_labels(im.shape, m, lab, lmm, colours, kinds) for im, m, lab in zip(images, masks, labels)]
+    t0 = time.time()
+    for step in range(args.vision_steps):
+        idx = rng.choice(len(images), size=min(args.vision_batch, len(images)), replace=False)
+        pixels = lmm.preprocess_images([images[i] for i in idx])
+        hs = tower(pixels, output_hidden_states=True).hidden_states[layer][:, 1:]  # drop CLS
+        tc = torch.as_tensor(np.stack([targets[i][0] for i in idx]), dtype=torch.long)
+        ts = torch.as_tensor(np.stack([targets[i][1] for i in idx]), dtype=torch.long)
+        loss = (torch.nn.functional.cross_entropy(heads["colour"](hs).flatten(0, 1), tc.flatten())
+                + torch.nn.functional.cross_entropy(heads["shape"](hs).flatten(0, 1), ts.flatten()))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 50 == 0 or step == args.vision_steps - 1:
+            print(f"[vision] step {step:4d}/{args.vision_steps}  loss {loss.item():.4f}  {time.time() - t0:.0f}s",
+                  flush=True)
+    _save(tower.state_dict(), out_file, dict(config=args.config, steps=args.vision_steps, seed=args.seed,
+                                             final_loss=float(loss.item()), seconds=round(time.time() - t0, 1)))
+
+
+def _save(state_dict: dict, out_file: str, info: dict) -> None:
+    os.makedirs(os.path.dirname(out_file), exist_ok=True)
     tmp = out_file + ".tmp"
-    torch.save(sam.state_dict(), tmp)
+    torch.save(state_dict, tmp)
     os.replace(tmp, out_file)
-    with open(os.path.join(args.out, "sam_tiny.json"), "w") as f:
-        json.dump(dict(config=args.config, mask_source=cfg, steps=args.steps, seed=args.seed,
-                       final_loss=float(loss.item()), seconds=round(time.time() - t0, 1)), f, indent=2, default=str)
+    with open(os.path.splitext(out_file)[0] + ".json", "w") as f:
+        json.dump(info, f, indent=2, default=str)
     print(f"saved {out_file}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = set(parts) - {"sam", "vision"}
+    if unknown:
+        sys.exit(f"error: unknown --parts {sorted(unknown)}; expected sam and/or vision")
+    files = {"sam": "sam_tiny.pth", "vision": "vision_tiny.pth"}
+    todo = [p for p in parts if args.force or not os.path.isfile(os.path.join(args.out, files[p]))]
+    for p in set(parts) - set(todo):
+        print(f"{os.path.join(args.out, files[p])} exists; pass --force to retrain")
+    if not todo:
+        return 0
+    t0 = time.time()
+    images, masks, labels = load_objects(args.data)
+    print(f"loaded {len(images)} images, {sum(len(m) for m in masks)} objects in {time.time() - t0:.1f}s")
+    if "vision" in todo:
+        train_vision(args, images, masks, labels)
+    if "sam" in todo:
+        train_sam(args, images, masks, labels)
     return 0
 
 

@@ -59,8 +59,18 @@ class LISAHead(BaseHead):
         seg_convention: ``'previous'`` (official) or ``'at'`` (see :func:`seg_token_states`).
         seg_per_instance: one ``[SEG]`` per target instance ("[SEG] and [SEG]") instead of one for
             the union; the prediction for a query is then the union of its masks.
-        explanatory_prob: reserved for ReasonSeg explanations (§1.6); answers given in a query's
-            ``answer`` field are used as they are.
+        system_prompt: the conversation's system prompt (LISA's ``llava_v1`` one by default, §1.6;
+            the tiny configs shorten it to save tokens). Answers given in a query's ``answer``
+            field are used as they are.
+        rej_token: ``None`` (plain LISA: a no-target query is answered with ``[SEG]`` and an empty
+            target mask) or e.g. ``"[REJ]"`` (GSVA, spec §4.1-4.3): a query with no target (or a
+            false premise) is answered with ``[REJ]``, whose choice is learned by the text loss
+            alone; under teacher forcing existence is read from the argmax at the mask slot
+            (``[REJ]`` = rejected, §4.3) while the mask comes from the same ``[SEG]`` state (GSVA's
+            re-evaluation pass, identical to one pass for one query per conversation); when
+            generating, a generated ``[REJ]`` (or no mask token) means "no target".
+        rej_in_mask_loss: GSVA's quirk (§4.2): each ``[REJ]`` slot adds a constant zero-logit mask
+            against an empty target to the mask losses, counting in their denominator.
     """
 
     special_tokens = ("[SEG]",)
@@ -68,8 +78,15 @@ class LISAHead(BaseHead):
     seg_token = "[SEG]"
 
     def __init__(self, ce_weight: float = 1.0, bce_weight: float = 2.0, dice_weight: float = 0.5,
-                 seg_convention: str = "previous", seg_per_instance: bool = False) -> None:
+                 seg_convention: str = "previous", seg_per_instance: bool = False,
+                 system_prompt: str = T.SYSTEM_PROMPT, rej_token: Optional[str] = None,
+                 rej_in_mask_loss: bool = True) -> None:
         super().__init__()
+        self.system_prompt = system_prompt
+        self.rej_token = rej_token
+        self.rej_in_mask_loss = rej_in_mask_loss
+        if rej_token is not None:
+            self.special_tokens = (self.seg_token, rej_token)
         self.ce_weight, self.bce_weight, self.dice_weight = ce_weight, bce_weight, dice_weight
         self.seg_convention = seg_convention
         self.seg_per_instance = seg_per_instance
@@ -78,6 +95,7 @@ class LISAHead(BaseHead):
     def setup(self, lmm, mask_source) -> None:
         super().setup(lmm, mask_source)
         self.seg_id = self.token_ids[self.seg_token]
+        self.rej_id = self.token_ids.get(self.rej_token) if self.rej_token else None
         self.image_token = lmm.tokenizer.convert_ids_to_tokens(lmm.image_token_id)
         self.projection = SegProjection(lmm.hidden_size, mask_source.prompt_dim)
 
@@ -89,22 +107,34 @@ class LISAHead(BaseHead):
             return tpl.format(text=text)
         return (T.VAL_LONG if is_sentence else T.VAL_SHORT).format(text=text)
 
+    def rejects(self, query) -> bool:
+        """Whether the training answer rejects ``query`` (``[REJ]`` enabled and no target)."""
+        return self.rej_token is not None and (not query.exists or query.num_targets == 0)
+
     def build_conversations(self, sample: Sample, mode: str) -> list[Conversation]:
+        """One conversation per query (spec §1.6, §1.8).
+
+        ``slots`` lists, per mask token of the answer, ``(query, instance or None, token)`` with
+        token ``"seg"`` (a mask to decode) or ``"rej"`` (a rejection).
+        """
         convs = []
         for qi, q in enumerate(sample.queries):
-            n_masks = max(q.num_targets, 1) if self.seg_per_instance else 1
-            slots = [(qi, k if self.seg_per_instance and q.num_targets else None) for k in range(n_masks)]
-            seg = T.join_tokens([self.seg_token] * n_masks)
-            prompt = T.llava_v1_prompt(self.question(q.text, q.is_sentence, mode), self.image_token)
+            rej = mode == "train" and self.rejects(q)
+            n_masks = max(q.num_targets, 1) if self.seg_per_instance and not rej else 1
+            slots = [(qi, k if self.seg_per_instance and q.num_targets and not rej else None,
+                      "rej" if rej else "seg") for k in range(n_masks)]
+            token = self.rej_token if rej else self.seg_token
+            tokens = T.join_tokens([token] * n_masks)
+            prompt = T.llava_v1_prompt(self.question(q.text, q.is_sentence, mode), self.image_token,
+                                       self.system_prompt)
             if mode == "train":
-                answer = q.answer if q.answer is not None else random.choice(T.ANSWERS).format(seg=seg)
-                answer = " " + answer
-            elif mode == "val":
-                answer = " " + T.VAL_ANSWER.format(seg=seg)
+                answer = " " + (q.answer if q.answer is not None else random.choice(T.ANSWERS).format(seg=tokens))
+            elif mode == "val":  # teacher forcing: always a [SEG] slot (GSVA's re-evaluation pass)
+                answer = " " + T.VAL_ANSWER.format(seg=tokens)
             else:
                 answer = None
-            if answer is not None and answer.count(self.seg_token) != len(slots):
-                slots = slots[: answer.count(self.seg_token)]
+            if answer is not None and answer.count(token) != len(slots):
+                slots = slots[: answer.count(token)]
             convs.append(Conversation(prompt=prompt, answer=answer, query_ids=[qi], slots=slots))
         return convs
 
@@ -126,17 +156,20 @@ class LISAHead(BaseHead):
             out.append(mask_source.postprocess(low, ctx.mask_sizes[i], s.size))
         return out
 
-    def _slots(self, ctx: BatchContext) -> list[tuple[int, int, Optional[int]]]:
-        """``(sample, query, instance)`` of every mask token of the batch in reading order."""
+    def _slots(self, ctx: BatchContext, token: str = "seg") -> list[tuple[int, int, Optional[int]]]:
+        """``(sample, query, instance)`` of every ``token`` slot of the batch in reading order."""
         out = []
         for conv, si in zip(ctx.conversations, ctx.conv_sample.tolist()):
-            for qi, k in conv.slots:
-                out.append((si, qi, k))
+            for qi, k, kind in conv.slots:
+                if kind == token:
+                    out.append((si, qi, k))
         return out
 
-    def _gather(self, ctx: BatchContext) -> tuple[torch.Tensor, torch.Tensor, list]:
-        states, rows, _ = seg_token_states(ctx.lmm_out["hidden"], ctx.tokens["input_ids"], self.seg_id,
-                                           self.seg_convention)
+    def _gather(self, ctx: BatchContext) -> tuple[torch.Tensor, torch.Tensor, list, torch.Tensor]:
+        """States, image index and ``(sample, query, instance)`` of every ``[SEG]``, plus the
+        conversation row and read position of each (for the existence decision)."""
+        states, rows, cols = seg_token_states(ctx.lmm_out["hidden"], ctx.tokens["input_ids"], self.seg_id,
+                                              self.seg_convention)
         slots = self._slots(ctx)
         if len(slots) != states.shape[0]:
             ids = [s.sample_id for s in ctx.samples]
@@ -144,12 +177,13 @@ class LISAHead(BaseHead):
                 f"the batch's answers hold {states.shape[0]} {self.seg_token} tokens but its queries expect "
                 f"{len(slots)} masks (samples {ids}); was an answer truncated, or does a query text contain "
                 f"{self.seg_token}?")
-        return states, ctx.conv_sample[rows], slots
+        return states, ctx.conv_sample[rows], slots, torch.stack([rows, cols - 1], 1)
 
     def loss(self, ctx: BatchContext, lmm, mask_source) -> dict[str, torch.Tensor]:
         losses = {"loss_text": self.ce_weight * ctx.lmm_out["loss_text"]}
-        states, image_of, slots = self._gather(ctx)
+        states, image_of, slots, _ = self._gather(ctx)
         logits = self.decode_masks(ctx, mask_source, states, image_of)
+        rejected = self._slots(ctx, "rej") if self.rej_in_mask_loss else []
         targets = []
         for i, s in enumerate(ctx.samples):
             ts = []
@@ -160,7 +194,13 @@ class LISAHead(BaseHead):
                 m = q.target if k is None else q.masks[k]
                 ts.append(torch.from_numpy(m))
             dev = logits[i].device
-            targets.append(torch.stack(ts).to(dev, torch.float32) if ts else torch.zeros((0, *s.size), device=dev))
+            t = torch.stack(ts).to(dev, torch.float32) if ts else torch.zeros((0, *s.size), device=dev)
+            n_rej = sum(1 for si, _, _ in rejected if si == i)
+            if n_rej:  # GSVA §4.2: constant zero logits vs empty targets, counted in the average
+                zeros = torch.zeros((n_rej, *s.size), device=dev)
+                logits[i] = torch.cat([logits[i], zeros.to(logits[i].dtype)], 0)
+                t = torch.cat([t, zeros], 0)
+            targets.append(t)
         losses.update(mask_losses(logits, targets, self.bce_weight, self.dice_weight))
         return losses
 
@@ -168,20 +208,27 @@ class LISAHead(BaseHead):
     def predict(self, ctx: BatchContext, lmm, mask_source, generate: bool) -> list[list[QueryPrediction]]:
         if generate:
             return self._predict_generate(ctx, lmm, mask_source)
-        states, image_of, slots = self._gather(ctx)
+        states, image_of, slots, read = self._gather(ctx)
         logits = self.decode_masks(ctx, mask_source, states, image_of)
+        exists = torch.ones(len(slots), dtype=torch.bool)
+        if self.rej_id is not None:  # GSVA §4.3: argmax at the slot; anything but [REJ] keeps it
+            slot_logits = ctx.lmm_out["logits"][read[:, 0], read[:, 1]]
+            exists = (slot_logits.argmax(-1) != self.rej_id).cpu()
         out: list[list[QueryPrediction]] = []
         for i, s in enumerate(ctx.samples):
-            mine = [(qi, k) for si, qi, k in slots if si == i]
+            mine = [(j, qi) for j, (si, qi, _) in enumerate(slots) if si == i]
+            local = {j: n for n, (j, _) in enumerate(mine)}
             preds = []
             for qi in range(len(s.queries)):
-                idx = [j for j, (q, _) in enumerate(mine) if q == qi]
-                preds.append(QueryPrediction(masks=logits[i][idx].detach().float().cpu(), exists=True))
+                idx = [j for j, q in mine if q == qi]
+                preds.append(QueryPrediction(masks=logits[i][[local[j] for j in idx]].detach().float().cpu(),
+                                             exists=bool(exists[idx].all()) if idx else False))
             out.append(preds)
         return out
 
     def _predict_generate(self, ctx: BatchContext, lmm, mask_source) -> list[list[QueryPrediction]]:
-        """Free generation (spec §1.9): a ``[SEG]`` yields a mask; no ``[SEG]`` means no mask."""
+        """Free generation (spec §1.9): a ``[SEG]`` yields a mask; no ``[SEG]`` (or a ``[REJ]``) means
+        no mask and ``exists=False``."""
         out: list[list[QueryPrediction]] = []
         for i, s in enumerate(ctx.samples):
             preds: list[Optional[QueryPrediction]] = [None] * len(s.queries)

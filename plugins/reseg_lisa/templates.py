@@ -38,7 +38,8 @@ VAL_ANSWER = "{seg}."
 
 def llava_v1_prompt(question: str, image_token: str = "<image>", system: str = SYSTEM_PROMPT) -> str:
     """``system USER: <image>\\n{question} ASSISTANT:`` (``SeparatorStyle.TWO``, spec §1.6)."""
-    return f"{system} USER: {image_token}\n{question} ASSISTANT:"
+    head = f"{system} " if system else ""
+    return f"{head}USER: {image_token}\n{question} ASSISTANT:"
 
 
 def join_tokens(tokens: list[str]) -> str:

@@ -47,7 +47,8 @@ class LlavaLMM(nn.Module):
     Args:
         pretrained: local Hugging Face LLaVA directory (real scale).
         tiny: dict with ``vision`` (``CLIPVisionConfig`` kwargs), ``text`` (``LlamaConfig`` kwargs),
-            ``tokenizer_dir`` and optional ``projector`` kwargs for ``LlavaConfig`` (tiny scale).
+            ``tokenizer_dir``, an optional ``vision_checkpoint`` (tower weights) and any other
+            ``LlavaConfig`` kwargs such as ``vision_feature_layer`` (tiny scale).
         lora: ``None`` (no LoRA) or ``dict(r=8, lora_alpha=16, lora_dropout=0.05,
             target_modules=r'.*language_model.*\\.(q_proj|v_proj)')``; spec seg_token_family.md §1.4.
         trainable_modules: substrings of parameter names trained fully (LISA: ``lm_head``,
@@ -111,7 +112,8 @@ class LlavaLMM(nn.Module):
 
     # ------------------------------------------------------------------ construction
     @staticmethod
-    def _build_tiny(vision: dict, text: dict, tokenizer_dir: str, **llava_kwargs: Any):
+    def _build_tiny(vision: dict, text: dict, tokenizer_dir: str, vision_checkpoint: Optional[str] = None,
+                    **llava_kwargs: Any):
         from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
                                   LlavaForConditionalGeneration)
 
@@ -127,6 +129,11 @@ class LlavaLMM(nn.Module):
                           image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
                           image_seq_length=n_tokens, **llava_kwargs)
         model = LlavaForConditionalGeneration(cfg)
+        if vision_checkpoint is not None:  # a tower pre-trained by tools/pretrain_tiny.py
+            from reseg.models.mask_sources.sam import load_state_dict_file
+
+            sd = load_state_dict_file(vision_checkpoint, "model.lmm.tiny.vision_checkpoint")
+            model.model.vision_tower.load_state_dict(sd, strict=True)
         size = vcfg.image_size
         processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
         return model, tokenizer, processor
