@@ -167,11 +167,20 @@ def test_make_synthref_tool(tmp_path):
     spec.loader.exec_module(tool)
     rc = tool.main(["--out", str(tmp_path / "b"), "--seed", "3", "--num-train", "2", "--num-val", "1",
                     "--num-testA", "1", "--num-testB", "0", "--reason-train", "1", "--reason-val", "1",
-                    "--reason-test", "0"])
+                    "--reason-test", "0", "--gref-train", "0", "--gref-val", "2", "--gref-testA", "0",
+                    "--gref-testB", "0", "--fp-train", "0", "--fp-val", "0", "--fp-testA", "0", "--fp-testB", "0",
+                    "--mg-train", "0", "--mg-validation", "1"])
     assert rc == 0
     meta = json.loads((tmp_path / "b" / META_FILE).read_text())
     assert meta["seed"] == 3 and meta["refer"]["splits"]["train"]["images"] == 2
     assert "testB" not in meta["refer"]["splits"]
+    assert meta["grefcoco"]["splits"] == {"val": meta["grefcoco"]["splits"]["val"]}
+    assert meta["grefcoco"]["splits"]["val"]["images"] == 2
+    assert meta["fprefcoco"]["splits"] == {}  # every count 0: no files at all
+    assert not (tmp_path / "b" / "refer_seg" / "fprefcoco_synth").exists()
+    assert meta["mask_groups"]["splits"]["validation"]["images"] == 1
+    assert (tmp_path / "b" / "mask_groups" / "validation.json").is_file()
+    assert not (tmp_path / "b" / "mask_groups" / "train.json").exists()
 
 
 # -- geometry ----------------------------------------------------------------------------------------

@@ -2,10 +2,23 @@
 
 Importing this package registers the loaders in :data:`reseg.registry.DATASETS` and the collate
 function in :data:`reseg.registry.FUNCTIONS` (both registries list ``reseg.datasets`` as a location).
+
+Loaders (task of their samples): :class:`RefCOCODataset` (``res``), :class:`GRefCOCODataset`
+(``gres``), :class:`FPRefCOCODataset` (``fp``), :class:`ReasonSegDataset` (``reason``),
+:class:`MaskGroupsDataset` (``ores``); :class:`MixedDataset` mixes them by rate for training.
 """
 from reseg.datasets.base import RESEG_METAINFO, ResegDataset
 from reseg.datasets.collate import reseg_collate
-from reseg.datasets.io import DatasetFormatError, UnknownSplitError
+from reseg.datasets.fprefcoco import FPRefCOCODataset, premise_exists
+from reseg.datasets.grefcoco import GRefCOCODataset
+from reseg.datasets.io import DatasetFormatError, UnknownSplitError, decode_rle, encode_rle
+from reseg.datasets.maskgroups import (
+    POOL_LABEL_RULES,
+    REF_PLACEHOLDER,
+    MaskGroupsDataset,
+    match_pool_labels,
+)
+from reseg.datasets.mixed import MixedDataset
 from reseg.datasets.reasonseg import ReasonSegDataset
 from reseg.datasets.refer import RefCOCODataset
 from reseg.datasets.safe_pickle import UnsafePickleError, dump_pickle, load_pickle
@@ -14,8 +27,18 @@ __all__ = [
     "RESEG_METAINFO",
     "ResegDataset",
     "RefCOCODataset",
+    "GRefCOCODataset",
+    "FPRefCOCODataset",
     "ReasonSegDataset",
+    "MaskGroupsDataset",
+    "MixedDataset",
+    "match_pool_labels",
+    "premise_exists",
+    "POOL_LABEL_RULES",
+    "REF_PLACEHOLDER",
     "reseg_collate",
+    "decode_rle",
+    "encode_rle",
     "DatasetFormatError",
     "UnknownSplitError",
     "UnsafePickleError",

@@ -59,6 +59,19 @@ class ResegDataset:
     def __getitem__(self, index: int) -> Sample:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def get_with_rng(self, index: int, rng: random.Random) -> Sample:
+        """``self[index]`` with the training-time sampling drawn from ``rng`` instead of the dataset's RNG.
+
+        :class:`~reseg.datasets.mixed.MixedDataset` passes an RNG derived from its own index, so a
+        mixed item is the same whichever worker loads it. Not thread-safe (workers are processes).
+        """
+        saved = self._own_rng
+        self._own_rng = rng
+        try:
+            return self[index]
+        finally:
+            self._own_rng = saved
+
     def _check_index(self, index: int) -> int:
         n = len(self)
         i = int(index)

@@ -16,6 +16,7 @@ stripped in both modes (spec §1.8; REFER's ``sent`` is lower-case already).
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -43,6 +44,8 @@ from reseg.structures import Query, Sample
 DEFAULT_IMAGE_DIRS: dict[str, str] = {
     "refclef": "images/saiapr_tc-12",
     "synthref": "images/synthref",
+    "grefcoco_synth": "images/grefcoco_synth",
+    "fprefcoco_synth": "images/fprefcoco_synth",
 }
 COCO_TRAIN2014_DIR = "images/mscoco/images/train2014"
 
@@ -97,6 +100,10 @@ class RefCOCODataset(ResegDataset):
     """
 
     task = "res"
+    #: The refs file is ``<dataset>/<REFS_PREFIX>(<split_by>)<suffix>``, the first of
+    #: ``REFS_SUFFIXES`` that exists (``.json`` is read as JSON, anything else with the safe unpickler).
+    REFS_PREFIX = "refs"
+    REFS_SUFFIXES: tuple[str, ...] = (".p",)
 
     def __init__(
         self,
@@ -118,13 +125,7 @@ class RefCOCODataset(ResegDataset):
         self.split_by = str(split_by)
         self.split = str(split)
         ds_dir = require_dir(self.data_root / self.dataset_name, f"REFER dataset folder for {dataset!r}")
-        self.refs_file = ds_dir / f"refs({self.split_by}).p"
-        if not self.refs_file.is_file():
-            found = sorted(p.name for p in ds_dir.glob("refs(*).p"))
-            raise FileNotFoundError(
-                f"REFER refs file not found: {self.refs_file} (split_by={self.split_by!r}; "
-                f"refs files in {ds_dir}: {found or 'none'})"
-            )
+        self.refs_file = self._find_refs_file(ds_dir)
         self.instances_file = require_file(ds_dir / "instances.json", "COCO instances file")
         self.image_dir = resolve_under(self.data_root, image_dir or default_image_dir(self.dataset_name))
         require_dir(self.image_dir, f"image folder of {dataset!r} (set image_dir=...)")
@@ -132,12 +133,32 @@ class RefCOCODataset(ResegDataset):
 
     # -- loading -----------------------------------------------------------------------------------
 
+    def _find_refs_file(self, ds_dir: Path) -> Path:
+        names = [f"{self.REFS_PREFIX}({self.split_by}){suffix}" for suffix in self.REFS_SUFFIXES]
+        for name in names:
+            if (ds_dir / name).is_file():
+                return ds_dir / name
+        found = sorted(p.name for suffix in self.REFS_SUFFIXES
+                       for p in ds_dir.glob(f"{self.REFS_PREFIX}(*){suffix}"))
+        raise FileNotFoundError(
+            f"REFER refs file not found: {ds_dir / names[0]}"
+            + (f" (nor {', '.join(names[1:])})" if len(names) > 1 else "")
+            + f" (split_by={self.split_by!r}; refs files in {ds_dir}: {found or 'none'})"
+        )
+
+    def _read_refs(self) -> list[dict[str, Any]]:
+        if self.refs_file.suffix == ".json":
+            refs = read_json(self.refs_file)
+            what = "a JSON list of refs"
+        else:
+            refs = load_pickle(self.refs_file)
+            what = "a pickled list of refs"
+        if not isinstance(refs, list):
+            raise DatasetFormatError(f"{self.refs_file}: expected {what}, got {type(refs).__name__}")
+        return refs
+
     def _load(self) -> None:
-        refs_all = load_pickle(self.refs_file)
-        if not isinstance(refs_all, list):
-            raise DatasetFormatError(
-                f"{self.refs_file}: expected a pickled list of refs, got {type(refs_all).__name__}"
-            )
+        refs_all = self._read_refs()
         for k, ref in enumerate(refs_all):
             where = f"{self.refs_file}: ref #{k}"
             for key in ("ref_id", "ann_id", "image_id", "split", "sentences"):
@@ -259,6 +280,11 @@ class RefCOCODataset(ResegDataset):
         return [(refs[i], refs[i]["sentences"][self._rng.randrange(len(refs[i]["sentences"]))])
                 for i in picked]
 
+    def _query_exists(self, ref: dict[str, Any], sent: dict[str, Any], targets: list[int]) -> bool:
+        """Whether the query of ``sent`` has a target: here, whether the ref lists an annotation
+        (``[-1]`` = no target). Subclasses add per-sentence rules (FP-RefCOCO's premise flags)."""
+        return bool(targets)
+
     def __getitem__(self, index: int) -> Sample:
         i = self._check_index(index)
         info = self.image_info(i)
@@ -274,6 +300,9 @@ class RefCOCODataset(ResegDataset):
         queries = []
         for ref, sent in self._chosen_sentences(self._refs_by_image[iid]):
             targets = [a for a in ref["ann_ids"] if a != -1]
+            exists = self._query_exists(ref, sent, targets)
+            if not exists:
+                targets = []  # no target / false premise: the ground truth is an empty mask
             for a in targets:
                 if a not in cache:
                     cache[a] = self._mask(a, h, w)
@@ -283,7 +312,7 @@ class RefCOCODataset(ResegDataset):
                     text=sent["sent"].strip().lower(),
                     masks=stack_masks((cache[a] for a in targets), h, w),
                     is_sentence=False,
-                    exists=bool(targets),
+                    exists=exists,
                     meta={
                         **extra,
                         "ref_id": ref["ref_id"],

@@ -3,12 +3,15 @@
 * :class:`ReferWriter`: REFER / COCO (spec seg_token_family.md §5.2):
   ``<out>/refer_seg/images/<dataset>/<file>.jpg``, ``<out>/refer_seg/<dataset>/instances.json`` and
   ``<out>/refer_seg/<dataset>/refs(<split_by>).p``.
+  The same writer makes gRefCOCO (``grefs(unc).json``, spec §5.3) and FP-RefCOCO
+  (``refs(berkeley_exclude_unified).p``, spec §5.4) files.
 * :class:`ReasonSegWriter`: ReasonSeg / labelme (spec §5.1):
   ``<out>/reason_seg/ReasonSeg/<split>/<name>.jpg`` + ``<name>.json``.
+* :class:`MaskGroupsWriter`: MaskGroups-HQ records (anchorseg_ras.md §2.3):
+  ``<out>/mask_groups/<split>.json`` + ``<out>/mask_groups/images/<file>.jpg``.
 
 The writers only know formats; what goes into them (scenes, expressions, rules) is decided by
-:mod:`reseg.datasets.synthetic`. New formats (gRefCOCO, FP-RefCOCO, MaskGroups) are new writers fed
-from the same scenes.
+:mod:`reseg.datasets.synthetic` and :mod:`reseg.datasets.synth_v2`.
 """
 from __future__ import annotations
 
@@ -40,13 +43,20 @@ class ReferWriter:
     Args:
         out: benchmark root; files go under ``<out>/refer_seg``.
         dataset: the REFER dataset name (folder name and image sub-folder).
-        split_by: the refs file variant, ``refs(<split_by>).p``.
+        split_by: the refs file variant, ``<refs_prefix>(<split_by>).p``.
+        refs_prefix: ``refs`` (REFER, FP-RefCOCO) or ``grefs`` (gRefCOCO).
+        refs_format: ``pickle`` (``.p``, REFER) or ``json`` (``.json``, gRefCOCO).
     """
 
-    def __init__(self, out: PathLike, dataset: str = "synthref", split_by: str = "unc") -> None:
+    def __init__(self, out: PathLike, dataset: str = "synthref", split_by: str = "unc",
+                 refs_prefix: str = "refs", refs_format: str = "pickle") -> None:
+        if refs_format not in ("pickle", "json"):
+            raise ValueError(f"refs_format must be 'pickle' or 'json', got {refs_format!r}")
         self.root = Path(out) / "refer_seg"
         self.dataset = dataset
         self.split_by = split_by
+        self.refs_format = refs_format
+        self.refs_name = f"{refs_prefix}({split_by}).{'p' if refs_format == 'pickle' else 'json'}"
         self.image_dir = self.root / "images" / dataset
         self.ann_dir = self.root / dataset
         self.images: list[dict[str, Any]] = []
@@ -76,7 +86,10 @@ class ReferWriter:
             categories=categories,
         )
         _write_bytes(self.ann_dir / "instances.json", dumps_json(coco))
-        dump_pickle(self.refs, self.ann_dir / f"refs({self.split_by}).p")
+        if self.refs_format == "json":
+            _write_bytes(self.ann_dir / self.refs_name, dumps_json(self.refs))
+        else:
+            dump_pickle(self.refs, self.ann_dir / self.refs_name)
 
 
 class ReasonSegWriter:
@@ -95,6 +108,35 @@ class ReasonSegWriter:
         """Write ``<name>.jpg`` and ``<name>.json`` (``record`` is the labelme-style JSON)."""
         _write_bytes(self.root / split / f"{name}.jpg", jpeg)
         _write_bytes(self.root / split / f"{name}.json", dumps_json(record))
+
+
+class MaskGroupsWriter:
+    """Writes MaskGroups-HQ-style records: ``<out>/mask_groups/<split>.json`` (a JSON list) + images.
+
+    Images go to ``<out>/mask_groups/images/<file>``; records are kept per split and written by
+    :meth:`close` (a split without records gets no file).
+    """
+
+    def __init__(self, out: PathLike, splits: tuple[str, ...] = ("train", "validation")) -> None:
+        self.root = Path(out) / "mask_groups"
+        self.image_dir = self.root / "images"
+        self.splits = splits
+        self.records: dict[str, list[dict[str, Any]]] = {s: [] for s in splits}
+
+    @property
+    def paths(self) -> list[Path]:
+        """Every folder and file this writer owns (cleared by ``--overwrite``)."""
+        return [self.image_dir] + [self.root / f"{s}.json" for s in self.splits]
+
+    def add(self, split: str, file_name: str, jpeg: bytes, records: list[dict[str, Any]]) -> None:
+        """Write one image and keep its records."""
+        _write_bytes(self.image_dir / file_name, jpeg)
+        self.records[split].extend(records)
+
+    def close(self) -> None:
+        for split, records in self.records.items():
+            if records:
+                _write_bytes(self.root / f"{split}.json", dumps_json(records))
 
 
 def labelme_record(name: str, height: int, width: int, texts: list[str], is_sentence: bool,

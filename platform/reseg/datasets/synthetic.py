@@ -1,25 +1,37 @@
-"""The synthetic benchmark ``synthref`` (v1): coloured shapes, written in the real datasets' formats.
+"""The synthetic benchmark ``synthref``: coloured shapes, written in the real datasets' formats.
 
-``generate_synthref(out, SynthRefConfig(seed=0))`` writes::
+``generate_synthref(out, SynthRefConfig(seed=0))`` writes (v1: REFER + ReasonSeg; v2: gRefCOCO,
+FP-RefCOCO and MaskGroups)::
 
     <out>/refer_seg/images/synthref/synthref_<image_id>.jpg   # REFER / COCO (spec §5.2)
     <out>/refer_seg/synthref/instances.json                   # every object of every image
     <out>/refer_seg/synthref/refs(unc).p                      # train / val / testA / testB refs
     <out>/reason_seg/ReasonSeg/{train,val,test}/<name>.jpg + <name>.json   # ReasonSeg (spec §5.1)
+    <out>/refer_seg/grefcoco_synth/grefs(unc).json + instances.json        # gRefCOCO (spec §5.3)
+    <out>/refer_seg/images/grefcoco_synth/*.jpg
+    <out>/refer_seg/fprefcoco_synth/refs(berkeley_exclude_unified).p + instances.json   # FP-RefCOCO (§5.4)
+    <out>/refer_seg/images/fprefcoco_synth/*.jpg
+    <out>/mask_groups/{train,validation}.json + images/*.jpg  # MaskGroups-HQ (anchorseg_ras.md §2.3)
     <out>/synthref_meta.json                                  # generator version, seed, counts
 
 so the real loaders read it unchanged::
 
     RefCOCODataset(data_root=f"{out}/refer_seg", dataset="synthref", split_by="unc", split="val")
     ReasonSegDataset(data_root=f"{out}/reason_seg", split="val")
+    GRefCOCODataset(data_root=f"{out}/refer_seg", dataset="grefcoco_synth", split="val")
+    FPRefCOCODataset(data_root=f"{out}/refer_seg", dataset="fprefcoco_synth", split="val")
+    MaskGroupsDataset(data_root=f"{out}/mask_groups", split="validation")
 
 Determinism: every image comes from its own ``numpy`` generator seeded by
 ``(seed, family, split, index)``, so the same seed gives byte-identical files (whatever the number of
-workers), and changing one split's count leaves the other splits' images unchanged.
+workers), and changing one split's count leaves the other splits' images unchanged. Adding the v2
+families left the v1 files byte-identical (only ``synthref_meta.json`` changed).
 
 Structure: :mod:`~reseg.datasets.synth_scene` (scene model and rendering),
-:mod:`~reseg.datasets.synth_language` (expressions and reasoning rules) and
-:mod:`~reseg.datasets.synth_writers` (file formats) are independent; this module only wires them.
+:mod:`~reseg.datasets.synth_language` (expressions and reasoning rules),
+:mod:`~reseg.datasets.synth_groups` (group, no-target, false-premise and reference expressions),
+:mod:`~reseg.datasets.synth_pool` (imperfect candidate pools), :mod:`~reseg.datasets.synth_v2` (v2
+items) and :mod:`~reseg.datasets.synth_writers` (file formats); this module only wires them.
 """
 from __future__ import annotations
 
@@ -45,28 +57,35 @@ from reseg.datasets.synth_language import (
     rule_texts,
     tokenize,
 )
+from reseg.datasets.synth_common import (  # noqa: F401 (re-exported: the v1 names)
+    FAMILY_CODE,
+    IMAGE_ID_STRIDE,
+    SPLIT_CODE,
+    ReferItem,
+    coco_annotation,
+    item_rng,
+    refer_image_id,
+)
+from reseg.datasets.synth_pool import PoolConfig
 from reseg.datasets.synth_scene import (
     COLOURS,
     KINDS,
     Scene,
     SceneConfig,
     encode_jpeg,
-    mask_to_coco_polygons,
     mask_to_pixel_polygons,
     render_scene,
     sample_scene,
 )
-from reseg.datasets.synth_writers import ReasonSegWriter, ReferWriter, labelme_record
+from reseg.datasets.synth_v2 import MaskGroupsItem, make_fp_item, make_gref_item, make_maskgroups_item
+from reseg.datasets.synth_writers import MaskGroupsWriter, ReasonSegWriter, ReferWriter, labelme_record
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "2.0"
 META_FILE = "synthref_meta.json"
 
 REFER_SPLITS = ("train", "val", "testA", "testB")
 REASON_SPLITS = ("train", "val", "test")
-_FAMILY_CODE = {"refer": 1, "reason": 2}
-_SPLIT_CODE = {"train": 1, "val": 2, "testA": 3, "testB": 4, "test": 5}
-#: Image ids are ``split_code * IMAGE_ID_STRIDE + index + 1`` (stable when other splits change size).
-IMAGE_ID_STRIDE = 1_000_000
+MASKGROUPS_SPLITS = ("train", "validation")
 
 
 @dataclass
@@ -88,10 +107,35 @@ class SynthRefConfig:
     reason_family_weights: dict[str, float] = field(
         default_factory=lambda: {"colour": 0.3, "shape": 0.35, "combo": 0.2, "superlative": 0.15})
     jpeg_quality: int = 95
+    # -- v2: gRefCOCO ---------------------------------------------------------------------------------
+    gref_counts: dict[str, int] = field(
+        default_factory=lambda: {"train": 500, "val": 100, "testA": 100, "testB": 100})
+    gref_dataset_name: str = "grefcoco_synth"
+    gref_max_single_refs: int = 2
+    gref_max_multi_refs: int = 2
+    gref_no_target_prob: float = 0.7
+    # -- v2: FP-RefCOCO -------------------------------------------------------------------------------
+    fp_counts: dict[str, int] = field(
+        default_factory=lambda: {"train": 400, "val": 100, "testA": 100, "testB": 100})
+    fp_dataset_name: str = "fprefcoco_synth"
+    fp_split_by: str = "berkeley_exclude_unified"
+    fp_prob: float = 0.5
+    # -- v2: MaskGroups -------------------------------------------------------------------------------
+    maskgroups_counts: dict[str, int] = field(
+        default_factory=lambda: {"train": 400, "validation": 100})
+    mg_dataset_name: str = "maskgroups_synth"
+    mg_queries_per_image: tuple[int, int] = (2, 4)
+    mg_reference_prob: float = 0.35
+    mg_no_target_prob: float = 0.08
+    mg_reference_empty_prob: float = 0.15
+    pool: PoolConfig = field(default_factory=PoolConfig)
 
     def __post_init__(self) -> None:
         for name, counts, valid in (("refer_counts", self.refer_counts, REFER_SPLITS),
-                                    ("reason_counts", self.reason_counts, REASON_SPLITS)):
+                                    ("reason_counts", self.reason_counts, REASON_SPLITS),
+                                    ("gref_counts", self.gref_counts, REFER_SPLITS),
+                                    ("fp_counts", self.fp_counts, REFER_SPLITS),
+                                    ("maskgroups_counts", self.maskgroups_counts, MASKGROUPS_SPLITS)):
             bad = set(counts) - set(valid)
             if bad:
                 raise ValueError(f"{name}: unknown splits {sorted(bad)}; valid: {list(valid)}")
@@ -99,43 +143,7 @@ class SynthRefConfig:
                 raise ValueError(f"{name}: counts must be in [0, {IMAGE_ID_STRIDE}), got {counts}")
 
 
-def item_rng(seed: int, family: str, split: str, index: int) -> np.random.Generator:
-    """The generator of one image: seeded by ``(seed, family, split, index)``."""
-    return np.random.default_rng(np.random.SeedSequence([int(seed), _FAMILY_CODE[family],
-                                                         _SPLIT_CODE[split], int(index)]))
-
-
 # -- REFER items ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class ReferItem:
-    """One REFER image: COCO image record, JPEG bytes, every object's annotation, the refs."""
-
-    image: dict[str, Any]
-    jpeg: bytes
-    annotations: list[dict[str, Any]]
-    refs: list[dict[str, Any]]
-
-
-def refer_image_id(split: str, index: int) -> int:
-    return _SPLIT_CODE[split] * IMAGE_ID_STRIDE + int(index) + 1
-
-
-def _coco_annotation(scene: Scene, k: int, ann_id: int, image_id: int) -> dict[str, Any]:
-    obj = scene.objects[k]
-    x0, y0, x1, y1 = obj.bbox
-    return dict(
-        id=ann_id,
-        image_id=image_id,
-        category_id=obj.category_id,
-        segmentation=mask_to_coco_polygons(obj.visible_mask),
-        area=float(obj.visible_area),
-        bbox=[float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)],
-        iscrowd=0,
-        synth=dict(colour=obj.colour, kind=obj.kind, z=k, full_area=obj.full_area,
-                   visible_fraction=round(obj.visible_fraction, 4)),
-    )
 
 
 def make_refer_item(cfg: SynthRefConfig, split: str, index: int) -> ReferItem:
@@ -151,7 +159,7 @@ def make_refer_item(cfg: SynthRefConfig, split: str, index: int) -> ReferItem:
     order = [referable[i] for i in rng.permutation(len(referable))][: cfg.max_refs_per_image]
     image_id = refer_image_id(split, index)
     file_name = f"{cfg.dataset_name}_{image_id:08d}.jpg"
-    anns = [_coco_annotation(scene, k, image_id * 10 + k, image_id) for k in range(len(scene.objects))]
+    anns = [coco_annotation(scene, k, image_id * 10 + k, image_id) for k in range(len(scene.objects))]
     refs = []
     for k in sorted(order):
         ann_id = image_id * 10 + k
@@ -263,6 +271,18 @@ def _reason_task(args: tuple[SynthRefConfig, str, int]) -> ReasonItem:
     return make_reason_item(*args)
 
 
+def _gref_task(args: tuple[SynthRefConfig, str, int]) -> ReferItem:
+    return make_gref_item(*args)
+
+
+def _fp_task(args: tuple[SynthRefConfig, str, int]) -> ReferItem:
+    return make_fp_item(*args)
+
+
+def _maskgroups_task(args: tuple[SynthRefConfig, str, int]) -> MaskGroupsItem:
+    return make_maskgroups_item(*args)
+
+
 def _imap(fn, tasks: list, workers: int):
     if workers <= 1 or len(tasks) < 2 * workers:
         return map(fn, tasks)
@@ -274,6 +294,46 @@ def _imap(fn, tasks: list, workers: int):
     finally:
         pool.close()
         pool.join()
+
+
+def _refer_counts(st: Counter, item: ReferItem) -> None:
+    for r in item.refs:
+        for strat in r["synth_strategies"]:
+            st[f"sentences_{strat}"] += 1
+
+
+def _gref_counts(st: Counter, item: ReferItem) -> None:
+    for r in item.refs:
+        n = len(r["sentences"])
+        kind = "no_target" if r["ann_id"] == [-1] else "multi_target" if len(r["ann_id"]) > 1 else "single_target"
+        st[f"refs_{kind}"] += 1
+        st[f"sentences_{kind}"] += n
+        st[f"strategy_{r['synth_strategy']}"] += 1
+
+
+def _fp_counts(st: Counter, item: ReferItem) -> None:
+    for r in item.refs:
+        for sent in r["sentences"]:
+            st["sentences_false_premise" if sent["is_false_premise"] else "sentences_true_premise"] += 1
+
+
+def _write_refer_family(writer: ReferWriter, task, cfg: SynthRefConfig, counts: dict[str, int], workers: int,
+                        extra) -> dict[str, dict[str, int]]:
+    """Draw and write one REFER-layout family (no files at all when every count is 0)."""
+    stats: dict[str, dict[str, int]] = {}
+    tasks = [(cfg, s, i) for s in REFER_SPLITS for i in range(int(counts.get(s, 0)))]
+    if not tasks:
+        return stats
+    for (_, split, _), item in zip(tasks, _imap(task, tasks, workers)):
+        writer.add_image(item.image, item.jpeg, item.annotations, item.refs)
+        st = stats.setdefault(split, Counter())
+        st["images"] += 1
+        st["annotations"] += len(item.annotations)
+        st["refs"] += len(item.refs)
+        st["sentences"] += sum(len(r["sentences"]) for r in item.refs)
+        extra(st, item)
+    writer.close()
+    return {s: dict(sorted(v.items())) for s, v in stats.items()}
 
 
 def generate_synthref(out: PathLike, cfg: Optional[SynthRefConfig] = None, workers: int = 1,
@@ -291,7 +351,10 @@ def generate_synthref(out: PathLike, cfg: Optional[SynthRefConfig] = None, worke
     root = Path(out)
     refer = ReferWriter(root, cfg.dataset_name, cfg.split_by)
     reason = ReasonSegWriter(root)
-    owned = refer.paths + reason.paths + [root / META_FILE]
+    gref = ReferWriter(root, cfg.gref_dataset_name, "unc", refs_prefix="grefs", refs_format="json")
+    fp = ReferWriter(root, cfg.fp_dataset_name, cfg.fp_split_by)
+    groups = MaskGroupsWriter(root, MASKGROUPS_SPLITS)
+    owned = refer.paths + reason.paths + gref.paths + fp.paths + groups.paths + [root / META_FILE]
     existing = [p for p in owned if p.exists() and (p.is_file() or any(p.iterdir()))]
     if existing and not overwrite:
         raise FileExistsError(
@@ -303,19 +366,7 @@ def generate_synthref(out: PathLike, cfg: Optional[SynthRefConfig] = None, worke
     root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 
-    refer_stats: dict[str, dict[str, int]] = {}
-    tasks = [(cfg, s, i) for s in REFER_SPLITS for i in range(int(cfg.refer_counts.get(s, 0)))]
-    for item in _imap(_refer_task, tasks, workers):
-        refer.add_image(item.image, item.jpeg, item.annotations, item.refs)
-        st = refer_stats.setdefault(item.refs[0]["split"], Counter())
-        st["images"] += 1
-        st["annotations"] += len(item.annotations)
-        st["refs"] += len(item.refs)
-        st["sentences"] += sum(len(r["sentences"]) for r in item.refs)
-        for r in item.refs:
-            for strat in r["synth_strategies"]:
-                st[f"sentences_{strat}"] += 1
-    refer.close()
+    refer_stats = _write_refer_family(refer, _refer_task, cfg, cfg.refer_counts, workers, _refer_counts)
 
     reason_stats: dict[str, dict[str, int]] = {}
     tasks = [(cfg, s, i) for s in REASON_SPLITS for i in range(int(cfg.reason_counts.get(s, 0)))]
@@ -326,6 +377,23 @@ def generate_synthref(out: PathLike, cfg: Optional[SynthRefConfig] = None, worke
         st["long_queries"] += int(item.record["is_sentence"])
         st["with_ignore"] += int(any(s["label"] == "ignore" for s in item.record["shapes"]))
         st[f"rule_{item.record['synth']['family']}"] += 1
+
+    gref_stats = _write_refer_family(gref, _gref_task, cfg, cfg.gref_counts, workers, _gref_counts)
+    fp_stats = _write_refer_family(fp, _fp_task, cfg, cfg.fp_counts, workers, _fp_counts)
+
+    mg_stats: dict[str, dict[str, int]] = {}
+    tasks = [(cfg, s, i) for s in MASKGROUPS_SPLITS for i in range(int(cfg.maskgroups_counts.get(s, 0)))]
+    for item in _imap(_maskgroups_task, tasks, workers):
+        groups.add(item.split, item.file_name, item.jpeg, item.records)
+        st = mg_stats.setdefault(item.split, Counter())
+        st["images"] += 1
+        st["pool_masks"] += len(item.records[0]["mask_pool"]) if item.records else 0
+        for r in item.records:
+            st["records"] += 1
+            st["hybrid" if "ref_mask" in r else "text_only"] += 1
+            st["empty_groups"] += int(not r["gt_mask_group"][0])
+            st[f"strategy_{r['synth']['strategy']}"] += 1
+    groups.close()
 
     meta = dict(
         generator="reseg.datasets.synthetic",
@@ -342,11 +410,42 @@ def generate_synthref(out: PathLike, cfg: Optional[SynthRefConfig] = None, worke
             note="instances.json annotates every object of every image (visible part, with 'synth' "
                  "colour/kind/z attributes), not only the referred ones: enough for a largest-object "
                  "baseline.",
-            splits={s: dict(sorted(v.items())) for s, v in refer_stats.items()},
+            splits=refer_stats,
         ),
         reason=dict(
             data_root="reason_seg/ReasonSeg",
             splits={s: dict(sorted(v.items())) for s, v in reason_stats.items()},
+        ),
+        grefcoco=dict(
+            data_root="refer_seg",
+            dataset=cfg.gref_dataset_name,
+            split_by="unc",
+            image_dir=f"refer_seg/images/{cfg.gref_dataset_name}",
+            refs_file=f"refer_seg/{cfg.gref_dataset_name}/{gref.refs_name}",
+            instances_file=f"refer_seg/{cfg.gref_dataset_name}/instances.json",
+            note="ann_id is a list: several ids = several targets, [-1] = no target (spec §5.3).",
+            splits=gref_stats,
+        ),
+        fprefcoco=dict(
+            data_root="refer_seg",
+            dataset=cfg.fp_dataset_name,
+            split_by=cfg.fp_split_by,
+            image_dir=f"refer_seg/images/{cfg.fp_dataset_name}",
+            refs_file=f"refer_seg/{cfg.fp_dataset_name}/{fp.refs_name}",
+            instances_file=f"refer_seg/{cfg.fp_dataset_name}/instances.json",
+            note="each sentence has is_false_premise and gt_sent (the true sentence of the ref's object).",
+            splits=fp_stats,
+        ),
+        mask_groups=dict(
+            data_root="mask_groups",
+            image_dir="mask_groups/images",
+            files={s: f"mask_groups/{s}.json" for s in mg_stats},
+            ref_field="ref_mask",
+            ref_token="<mask_ref>",
+            note="gt_mask_pool holds every object's visible mask (object order); gt_mask_group[0] indexes "
+                 "it; ref_mask is a list of RLEs; mask_pool mixes exact, partial, merged, eroded, dilated, "
+                 "shifted, jittered and background proposals (record['synth']['pool_sources']).",
+            splits={s: dict(sorted(v.items())) for s, v in mg_stats.items()},
         ),
         kinds={k.name: dict(category_id=k.category_id, corners=k.corners) for k in KINDS.values()},
         colours={k: list(v) for k, v in COLOURS.items()},
