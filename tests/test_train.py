@@ -98,3 +98,65 @@ def test_thirdparty_head_plugin_trains_with_the_same_tools(synth_root, tmp_path)
     assert (work / "iter_3.pth").exists()
     sd = torch.load(work / "iter_3.pth", map_location="cpu", weights_only=True)["state_dict"]
     assert any(k.startswith("head.projection") for k in sd)
+
+
+def test_pretrain_tiny_writes_weights_the_tiny_config_loads(synth_root, tmp_path):
+    sys.path.insert(0, str(ROOT / "tools"))
+    import pretrain_tiny
+
+    out = tmp_path / "tiny_models"
+    cfg = str(ROOT / "configs" / "lisa" / "lisa_tiny_synthref.py")
+    assert pretrain_tiny.main(["--data", str(synth_root), "--out", str(out), "--config", cfg, "--steps", "2",
+                               "--vision-steps", "2", "--batch", "2", "--vision-batch", "2"]) == 0
+    from mmengine.config import Config
+
+    from reseg.registry import MODELS
+
+    c = Config.fromfile(cfg)
+    c.model.lmm.tiny.tokenizer_dir = str(tmp_path / "tok")
+    c.model.lmm.tiny.vision_checkpoint = str(out / "vision_tiny.pth")
+    c.model.mask_source.checkpoint = str(out / "sam_tiny.pth")
+    model = MODELS.build(c.model)  # strict loads: architectures match the config
+    sd = torch.load(out / "sam_tiny.pth", weights_only=True)
+    assert torch.equal(model.mask_source.sam.mask_decoder.iou_token.weight, sd["mask_decoder.iou_token.weight"])
+
+
+def test_one_test_call_scores_every_benchmark_and_writes_metrics_json(synth_root, tmp_path):
+    """tools/test.py on RES, ReasonSeg, GRES and FP splits at once: one table each, JSON with counts."""
+    import json
+
+    from reseg.engine.runner import build_runner
+
+    work = tmp_path / "work"
+    cfg = tiny_train_cfg(synth_root, str(tmp_path / "tok"), str(work), max_iters=2, batch_size=2, ckpt_interval=2)
+    cfg.train_cfg.val_interval = 1000
+    build_runner(cfg).train()
+    root = str(synth_root) + "/refer_seg"
+    cfg.test_dataloader = dict(
+        batch_size=4, num_workers=0, sampler=dict(type="DefaultSampler", shuffle=False),
+        collate_fn=dict(type="reseg_collate"),
+        dataset=dict(type="ConcatDataset", datasets=[
+            dict(type="RefCOCODataset", data_root=root, dataset="synthref", split="val", test_mode=True),
+            dict(type="ReasonSegDataset", data_root=str(synth_root) + "/reason_seg", split="val", test_mode=True),
+            dict(type="GRefCOCODataset", data_root=root, dataset="grefcoco_synth", split="val", test_mode=True),
+            dict(type="FPRefCOCODataset", data_root=root, dataset="fprefcoco_synth", split="val", test_mode=True)]))
+    cfg.test_evaluator = [dict(type="SegIoUMetric", prefix="res", tasks=["res"]),
+                          dict(type="SegIoUMetric", prefix="reasonseg", tasks=["reason"], split_by="is_sentence"),
+                          dict(type="GRESMetric", prefix="gres", tasks=["gres"]),
+                          dict(type="FalsePremiseMetric", prefix="fp", tasks=["fp"])]
+    cfg.test_cfg = dict(type="TestLoop")
+    path = _write_cfg(cfg, tmp_path / "cfg.py")
+    out = tmp_path / "metrics.json"
+    sys.path.insert(0, str(ROOT / "tools"))
+    import test as test_tool
+
+    assert test_tool.main([path, str(work / "iter_2.pth"), "--work-dir", str(tmp_path / "test"),
+                           "--out-metrics", str(out), "--baselines", "--show-dir", str(tmp_path / "vis")]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["benchmarks"]) == {"res", "reasonseg", "gres", "fp"}
+    assert result["benchmarks"]["gres"]["TP"] + result["benchmarks"]["gres"]["FN"] > 0  # no-target queries
+    assert result["metrics"]["fp/n_false_premise"] > 0
+    assert result["baselines"]["empty"]["res/gIoU"] == 0.0
+    assert result["baselines"]["empty"]["gres/N-acc"] == 1.0  # predicting nothing rejects every query
+    assert {c["metric"] for c in result["conventions"]} >= {"GRESMetric", "FalsePremiseMetric"}
+    assert len(list((tmp_path / "vis").rglob("*.png"))) > 0

@@ -38,12 +38,40 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def format_table(metrics: dict, title: str = "metrics") -> str:
-    rows = [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in metrics.items()
-            if isinstance(v, (int, float))]
-    w = max([len(k) for k, _ in rows] + [len(title)])
-    lines = [title, "-" * (w + 12)] + [f"{k:<{w}}  {v:>9}" for k, v in rows]
-    return "\n".join(lines)
+def group_by_benchmark(metrics: dict) -> dict[str, dict]:
+    """``{"res/gIoU": x, "gres/N-acc": y}`` -> ``{"res": {"gIoU": x}, "gres": {"N-acc": y}}``."""
+    out: dict[str, dict] = {}
+    for k, v in metrics.items():
+        bench, _, name = k.partition("/") if "/" in k else ("metrics", "", k)
+        out.setdefault(bench, {})[name] = v
+    return out
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, float):
+        return "nan" if v != v else f"{v:.4f}"
+    return str(v)
+
+
+def format_tables(metrics: dict, baselines: dict | None = None, title: str = "") -> str:
+    """One table per benchmark: rows are metrics, columns the model and each baseline."""
+    baselines = baselines or {}
+    cols = ["model"] + list(baselines)
+    grouped = {"model": group_by_benchmark(metrics)}
+    grouped.update({b: group_by_benchmark(m) for b, m in baselines.items()})
+    blocks = [title] if title else []
+    for bench, rows in grouped["model"].items():
+        names = [n for n, v in rows.items() if isinstance(v, (int, float))]
+        w = max([len(n) for n in names] + [len(bench)])
+        cw = max(10, *(len(c) for c in cols))
+        lines = [f"{bench:<{w}}  " + "  ".join(f"{c:>{cw}}" for c in cols), "-" * (w + 2 + (cw + 2) * len(cols))]
+        for n in names:
+            vals = [grouped.get(c, {}).get(bench, {}).get(n, "") for c in cols]
+            lines.append(f"{n:<{w}}  " + "  ".join(f"{_fmt(v):>{cw}}" for v in vals))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 def main(argv=None) -> int:
@@ -79,16 +107,16 @@ def main(argv=None) -> int:
 
     result = dict(config=os.path.abspath(args.config), checkpoint=os.path.abspath(args.checkpoint),
                   val_mode=cfg.model.get("val_mode", "teacher_forcing"), metrics=metrics,
-                  conventions=evaluator_conventions(getattr(runner.test_evaluator, "metrics", [])),
+                  conventions=evaluator_conventions(runner.test_evaluator),
                   evaluator=cfg.get("test_evaluator"))
     if args.baselines:
         from reseg.evaluation.baselines import evaluate_baselines
 
         result["baselines"] = evaluate_baselines(runner.test_dataloader.dataset, cfg.get("test_evaluator"))
+    result["benchmarks"] = group_by_benchmark(metrics)
     if runner.rank == 0:
-        print(format_table(metrics, f"{os.path.basename(args.config)} | {result['val_mode']}"))
-        for name, m in result.get("baselines", {}).items():
-            print(format_table(m, f"baseline: {name}"))
+        print(format_tables(metrics, result.get("baselines"),
+                            f"{os.path.basename(args.config)} | {os.path.basename(args.checkpoint)} | {result['val_mode']}"))
         if args.out_metrics:
             os.makedirs(os.path.dirname(os.path.abspath(args.out_metrics)), exist_ok=True)
             tmp = args.out_metrics + ".tmp"

@@ -2,6 +2,7 @@
 _base_ = [
     "../_base_/models/lisa_tiny.py",
     "../_base_/datasets/synthref_lisa.py",
+    "../_base_/datasets/synthref_eval_all.py",
     "../_base_/schedules/cpu_tiny.py",
     "../_base_/default_runtime.py",
 ]

@@ -1,6 +1,6 @@
 # The built-in synthetic benchmark (tools/make_synthref.py), in the real RefCOCO and ReasonSeg formats.
 # Training mixes the REFER-format referring split with ReasonSeg-format reasoning queries; validation
-# and test score both, per dataset.
+# scores both, per dataset. The test section lives in synthref_eval_all.py (every benchmark).
 data_root = "data/synthref"
 
 refer_train = dict(type="RefCOCODataset", data_root=data_root + "/refer_seg", dataset="synthref", split_by="unc",
@@ -25,6 +25,4 @@ val_dataloader = dict(
     collate_fn=dict(type="reseg_collate"),
     dataset=dict(type="ConcatDataset", datasets=[refer_val, reason_val]),
 )
-test_dataloader = val_dataloader
 val_evaluator = dict(type="SegIoUMetric", split_by="dataset")
-test_evaluator = val_evaluator

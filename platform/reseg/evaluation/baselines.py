@@ -1,6 +1,6 @@
 """Trivial baselines scored by the same metrics as models: the floor a trained model must clear.
 
-* ``empty``: predict nothing for every query;
+* ``empty``: predict nothing for every query (and say "no target": ``exists=False``);
 * ``whole_image``: predict every pixel;
 * ``largest_object``: predict the largest annotated object of the image. Needs the dataset to expose
   ``object_masks(index) -> [n, H, W] bool`` (all annotated objects of an image, e.g. COCO
@@ -61,7 +61,8 @@ def evaluate_baselines(dataset, evaluator_cfg: Any) -> dict[str, dict[str, float
             if masks is None:
                 skipped += 1
                 continue
-            out = [dict(sample_id=s.sample_id, predictions=[QueryPrediction(masks=m[None]) for m in masks])]
+            out = [dict(sample_id=s.sample_id,
+                        predictions=[QueryPrediction(masks=m[None], exists=bool(m.any())) for m in masks])]
             for m in metrics:
                 m.process(dict(samples=[s]), out)
         if skipped == len(items):
