@@ -7,12 +7,11 @@ synthetic REFER *train* split (COCO ``instances.json``; no query text, no valida
 * ``sam``: the tiny config's own ``SAMMaskSource`` (so the architecture always matches the config) is
   trained, encoder + decoder, with random point and box prompts on every annotated object, as SAM
   itself is trained; an auxiliary dense head asks the image embedding to encode the colour and shape
-  under each cell, and *attribute prompts* (learned colour/shape embeddings used as the sparse
-  prompt, target = every object that matches) teach the decoder to follow a semantic token. Both
-  helpers are discarded. This is a deviation from real SAM, whose decoder only ever saw points,
-  boxes and masks: it stands in for the competence that pretrained SAM + LLaVA bring to LISA, which
-  a random tiny LLM cannot acquire in a CPU budget (measured without it: gIoU 0.12 after 600
-  iterations, below the largest-object baseline; docs/benchmarks.md) -> ``<out>/sam_tiny.pth``;
+  under each cell (discarded afterwards) -> ``<out>/sam_tiny.pth``. ``--sam-attr-prompts`` also
+  trains the decoder to follow *attribute prompts* (learned colour/shape embeddings as the sparse
+  prompt, target = every matching object): an experiment that departs from real SAM (whose decoder
+  only saw points, boxes and masks); measured, it lowered point-prompt quality (mIoU 0.65 -> 0.22)
+  and did not help tiny LISA (docs/benchmarks.md), so it is off by default;
 * ``vision``: the tiny config's CLIP vision tower learns dense per-patch labels (the colour and the
   shape of the visible object under each patch, or background), a stand-in for the visual
   vocabulary a pretrained CLIP brings -> ``<out>/vision_tiny.pth``.
@@ -45,8 +44,8 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=8, help="images per SAM step")
     p.add_argument("--sam-aux-weight", type=float, default=0.5,
                    help="weight of the dense colour/shape head on SAM's embedding (0: class-agnostic only)")
-    p.add_argument("--no-sam-attr-prompts", dest="sam_attr_prompts", action="store_false",
-                   help="train SAM with point and box prompts only (no attribute prompts)")
+    p.add_argument("--sam-attr-prompts", action="store_true",
+                   help="also train SAM's decoder with attribute prompts (an experiment; off by default)")
     p.add_argument("--vision-steps", type=int, default=300)
     p.add_argument("--vision-batch", type=int, default=32)
     p.add_argument("--objects", type=int, default=6, help="prompted objects per image")

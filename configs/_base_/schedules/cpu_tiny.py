@@ -1,7 +1,7 @@
 # A short iteration-based schedule for the tiny scale on CPU.
 # LISA's schedule shape (spec seg_token_family.md §1.4): AdamW betas (0.9, 0.95), no weight decay,
 # linear warm-up then linear decay to 0, gradient clipping 1.0. The lr is the tiny scale's own.
-max_iters = 1500
+max_iters = 500
 train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type="ValLoop")
 test_cfg = dict(type="TestLoop")
