@@ -160,3 +160,18 @@ def test_teacher_forced_existence_is_the_argmax_at_the_slot(rej_model):
     rej_model.train()
     assert [p.exists for p in preds] == [False, True]
     assert all(p.masks.shape == (1, 48, 64) for p in preds)  # the mask is still decoded (GSVA)
+
+
+def test_mean_offdiag_cosine_of_the_seg_diagnostic():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from analyze_seg_states import mean_offdiag_cosine
+
+    same = torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])
+    assert mean_offdiag_cosine(same) == pytest.approx(1.0)
+    ortho = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert mean_offdiag_cosine(ortho) == pytest.approx(0.0)
+    mixed = torch.tensor([[1.0, 0.0], [1.0, 1.0]])  # cos = 1/sqrt(2)
+    assert mean_offdiag_cosine(mixed) == pytest.approx(2 ** -0.5)
