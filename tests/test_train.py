@@ -54,20 +54,21 @@ def _env(**extra: str) -> dict:
 
 def test_killed_run_resumes_from_its_last_checkpoint(synth_root, tmp_path):
     work = tmp_path / "work"
-    cfg = tiny_train_cfg(synth_root, str(tmp_path / "tok"), str(work), max_iters=12, batch_size=2, ckpt_interval=4)
+    cfg = tiny_train_cfg(synth_root, str(tmp_path / "tok"), str(work), max_iters=40, batch_size=2, ckpt_interval=4)
     cfg.train_cfg.val_interval = 1000  # no validation in this test
     path = _write_cfg(cfg, tmp_path / "cfg.py")
     proc = subprocess.Popen(_train_cmd(path), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240
-    while not (work / "iter_8.pth").exists():
+    last = work / "last_checkpoint"  # written by mmengine once a checkpoint is complete
+    while not (last.exists() and last.read_text().strip().endswith("iter_8.pth")):
         assert proc.poll() is None, f"training exited early:\n{proc.stdout.read()}"
         assert time.time() < deadline, "no checkpoint at iteration 8 in time"
-        time.sleep(0.2)
-    time.sleep(0.5)  # let the write of iter_8 complete
+        time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (work / "iter_12.pth").exists()
+    resumed_from = int(last.read_text().strip().rsplit("iter_", 1)[1].split(".")[0])
+    assert 8 <= resumed_from < 40 and not (work / "iter_40.pth").exists()
 
     # Without --resume the work dir is protected.
     again = subprocess.run(_train_cmd(path), cwd=ROOT, env=_env(), capture_output=True, text=True)
@@ -77,9 +78,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(synth_root, tmp_path):
                           timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = done.stdout + done.stderr
-    assert "resumed epoch: 0, iter: 8" in log
-    ckpt = torch.load(work / "iter_12.pth", map_location="cpu", weights_only=True)  # plain, safe
-    assert ckpt["meta"]["iter"] == 12
+    assert f"resumed epoch: 0, iter: {resumed_from}" in log
+    ckpt = torch.load(work / "iter_40.pth", map_location="cpu", weights_only=True)  # plain, safe
+    assert ckpt["meta"]["iter"] == 40
 
 
 def test_thirdparty_head_plugin_trains_with_the_same_tools(synth_root, tmp_path):
