@@ -107,9 +107,10 @@ class LISAHead(BaseHead):
             return tpl.format(text=text)
         return (T.VAL_LONG if is_sentence else T.VAL_SHORT).format(text=text)
 
-    def rejects(self, query) -> bool:
+    def rejects(self, query, task: str = "res") -> bool:
         """Whether the training answer rejects ``query`` (``[REJ]`` enabled and no target)."""
-        return self.rej_token is not None and (not query.exists or query.num_targets == 0)
+        return (self.rej_token is not None and task != "vqa"
+                and (not query.exists or query.num_targets == 0))
 
     def build_conversations(self, sample: Sample, mode: str) -> list[Conversation]:
         """One conversation per query (spec §1.6, §1.8).
@@ -119,14 +120,16 @@ class LISAHead(BaseHead):
         """
         convs = []
         for qi, q in enumerate(sample.queries):
-            rej = mode == "train" and self.rejects(q)
+            rej = mode == "train" and self.rejects(q, sample.task)
             n_masks = max(q.num_targets, 1) if self.seg_per_instance and not rej else 1
             slots = [(qi, k if self.seg_per_instance and q.num_targets and not rej else None,
                       "rej" if rej else "seg") for k in range(n_masks)]
             token = self.rej_token if rej else self.seg_token
             tokens = T.join_tokens([token] * n_masks)
-            prompt = T.llava_v1_prompt(self.question(q.text, q.is_sentence, mode), self.image_token,
-                                       self.system_prompt)
+            # VQA conversations (LISA's llava_instruct share, spec §1.7) ask their own question and
+            # carry their own text answer (no mask token).
+            question = q.text if sample.task == "vqa" else self.question(q.text, q.is_sentence, mode)
+            prompt = T.llava_v1_prompt(question, self.image_token, self.system_prompt)
             if mode == "train":
                 answer = " " + (q.answer if q.answer is not None else random.choice(T.ANSWERS).format(seg=tokens))
             elif mode == "val":  # teacher forcing: always a [SEG] slot (GSVA's re-evaluation pass)

@@ -22,8 +22,10 @@ from reseg.datasets.mixed import MixedDataset
 from reseg.datasets.reasonseg import ReasonSegDataset
 from reseg.datasets.refer import RefCOCODataset
 from reseg.datasets.safe_pickle import UnsafePickleError, dump_pickle, load_pickle
+from reseg.datasets.synth_vqa import SynthVQADataset
 
 __all__ = [
+    "SynthVQADataset",
     "RESEG_METAINFO",
     "ResegDataset",
     "RefCOCODataset",
