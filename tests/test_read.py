@@ -322,6 +322,29 @@ def test_a_generated_seg_is_decoded_with_points(model, monkeypatch):
 
 
 # ------------------------------------------------------------------------------ configs, training, analysis
+def test_tiny_read_config_changes_only_the_head_of_tiny_lisa():
+    from mmengine.config import Config
+
+    read = Config.fromfile(str(ROOT / "configs/read/read_tiny_synthref.py")).to_dict()
+    lisa = Config.fromfile(str(ROOT / "configs/lisa/lisa_tiny_synthref.py")).to_dict()
+    head = read["model"].pop("head")
+    lisa["model"].pop("head")
+    assert read == lisa  # same backbone, SAM, data, schedule and test section
+    assert head["type"] == "READHead" and head["down_sample"] == 1 and (head["t_pos"], head["t_neg"]) == (0.8, 0.2)
+
+
+def test_real_read_config_is_the_released_read_7b_setting():
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(ROOT / "configs/read/read_llava15-7b_sam-vit-h_reasonseg.py"))
+    h = cfg.model.head
+    assert (h.type, h.num_points, h.down_sample, h.t_pos, h.t_neg, h.thresholds) == (
+        "READHead", 30, 2, 0.8, 0.2, "fixed")
+    assert cfg.model.lmm.image_aspect == h.image_aspect == "crop"
+    assert cfg.model.lmm.pretrained.endswith("llava-1.5-7b-hf") and cfg.model.mask_source.variant == "vit_h"
+    assert cfg.default_hooks.checkpoint.save_best == "seg/cIoU"  # READ selects by cIoU (§2.4)
+
+
 def _read_train_cfg(synth_root, tmp_path, max_iters):
     cfg = tiny_train_cfg(synth_root, str(tmp_path / "tok"), str(tmp_path / "work"), max_iters=max_iters,
                          batch_size=2, ckpt_interval=max_iters, head="READHead")
