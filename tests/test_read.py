@@ -366,3 +366,45 @@ def test_tiny_read_trains_through_the_runner(synth_root, tmp_path):
     after = runner.model.mask_source.sam.mask_decoder.state_dict()
     assert any(not torch.equal(decoder[k], after[k]) for k in decoder)
     assert not torch.equal(llm_before, runner.model.lmm.model.lm_head.weight)
+
+
+@pytest.mark.parametrize("head", ["READHead", "LISAHead"])
+def test_analyze_seg_token_reports_s_iou_and_p_prompt(synth_root, tmp_path, head):
+    sys.path.insert(0, str(ROOT / "tools"))
+    import analyze_seg_token
+
+    cfg = _read_train_cfg(synth_root, tmp_path, 1)
+    if head == "LISAHead":  # any [SEG]-family head: P-prompt then uses READ-7B's SasP settings
+        cfg.model.head = dict(type="LISAHead")
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    ckpt = tmp_path / "tiny.pth"
+    torch.save({"state_dict": model.state_dict()}, ckpt)
+    cfg_path = tmp_path / "cfg.py"
+    cfg.dump(str(cfg_path))
+    out = tmp_path / "analysis"
+    assert analyze_seg_token.main([str(cfg_path), str(ckpt), "--out", str(out), "--max-samples", "3",
+                                   "--batch-size", "3"]) == 0
+    res = json.loads((out / "analyze_seg_token.json").read_text())
+    assert res["head"] == head and res["p_prompt"]["sam"] == "model"
+    assert (res["p_prompt"]["num_points"], res["p_prompt"]["down_sample"]) == ((6, 1) if head == "READHead" else (30, 2))
+    assert res["n_queries"] > 0 and len(list(out.glob("*.png"))) == res["n_queries"]
+    for name in ("S-IoU", "P-prompt", "model"):
+        assert 0.0 <= res["metrics"][name]["gIoU"] <= 1.0 and res["metrics"][name]["n"] == res["n_queries"]
+    ds_queries = res["queries"]
+    gious = [q["S-IoU_iou"] for q in ds_queries]
+    assert res["metrics"]["S-IoU"]["gIoU"] == pytest.approx(sum(gious) / (len(gious) + 1e-5))
+    # the best threshold is at least as good as t = 0 (the whole image), which it includes
+    from mmengine.registry import DefaultScope
+
+    from reseg.registry import DATASETS
+
+    with DefaultScope.overwrite_default_scope("reseg"):
+        ds = DATASETS.build(cfg.val_dataloader.dataset)
+    whole = []
+    for i in range(3):
+        for q in ds[i].queries:
+            if q.target.any():
+                keep = ~q.ignore if q.ignore is not None else np.ones_like(q.target)
+                whole.append((q.target & keep).sum() / (keep.sum() + 1e-5))
+    assert len(whole) == len(gious) and all(s >= w - 1e-9 for s, w in zip(gious, whole))
