@@ -175,3 +175,33 @@ def test_mean_offdiag_cosine_of_the_seg_diagnostic():
     assert mean_offdiag_cosine(ortho) == pytest.approx(0.0)
     mixed = torch.tensor([[1.0, 0.0], [1.0, 1.0]])  # cos = 1/sqrt(2)
     assert mean_offdiag_cosine(mixed) == pytest.approx(2 ** -0.5)
+
+
+def test_tiny_checkpoint_loads_a_whole_llava_and_a_mismatch_names_the_key(tmp_path):
+    from reseg.registry import LMMS
+    from tiny import tiny_lmm_cfg
+
+    tok_dir = str(tmp_path / "tokenizer")
+    torch.manual_seed(0)
+    src = LMMS.build(tiny_lmm_cfg(tok_dir, lora=None))
+    torch.save(src.model.state_dict(), tmp_path / "llava_tiny.pth")
+    cfg = tiny_lmm_cfg(tok_dir, lora=None)
+    cfg["tiny"]["checkpoint"] = str(tmp_path / "llava_tiny.pth")
+    torch.manual_seed(1)  # a different random init, overwritten by the checkpoint
+    dst = LMMS.build(cfg)
+    for (name, a), (_, b) in zip(src.model.state_dict().items(), dst.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    wider = tiny_lmm_cfg(tok_dir, lora=None)
+    wider["tiny"]["text"] = dict(wider["tiny"]["text"], num_hidden_layers=3)
+    wider["tiny"]["checkpoint"] = str(tmp_path / "llava_tiny.pth")
+    with pytest.raises(ValueError, match=r"model\.lmm\.tiny\.checkpoint"):
+        LMMS.build(wider)
+    missing = tiny_lmm_cfg(tok_dir, lora=None)
+    missing["tiny"]["checkpoint"] = str(tmp_path / "nope.pth")
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        LMMS.build(missing)
+    narrower = tiny_lmm_cfg(tok_dir, lora=None)
+    narrower["tiny"]["text"] = dict(narrower["tiny"]["text"], intermediate_size=96)
+    narrower["tiny"]["checkpoint"] = str(tmp_path / "llava_tiny.pth")
+    with pytest.raises(ValueError, match="of another shape"):
+        LMMS.build(narrower)

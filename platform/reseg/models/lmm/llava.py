@@ -47,8 +47,10 @@ class LlavaLMM(nn.Module):
     Args:
         pretrained: local Hugging Face LLaVA directory (real scale).
         tiny: dict with ``vision`` (``CLIPVisionConfig`` kwargs), ``text`` (``LlamaConfig`` kwargs),
-            ``tokenizer_dir``, an optional ``vision_checkpoint`` (tower weights) and any other
-            ``LlavaConfig`` kwargs such as ``vision_feature_layer`` (tiny scale).
+            ``tokenizer_dir``, an optional ``vision_checkpoint`` (tower weights), an optional
+            ``checkpoint`` (a whole tiny LLaVA state dict: tower, projector and LLM, written by
+            ``tools/pretrain_tiny.py --parts llava``; loaded after ``vision_checkpoint``) and any
+            other ``LlavaConfig`` kwargs such as ``vision_feature_layer`` (tiny scale).
         lora: ``None`` (no LoRA) or ``dict(r=8, lora_alpha=16, lora_dropout=0.05,
             target_modules=r'.*language_model.*\\.(q_proj|v_proj)')``; spec seg_token_family.md §1.4.
         trainable_modules: substrings of parameter names trained fully (LISA: ``lm_head``,
@@ -113,7 +115,7 @@ class LlavaLMM(nn.Module):
     # ------------------------------------------------------------------ construction
     @staticmethod
     def _build_tiny(vision: dict, text: dict, tokenizer_dir: str, vision_checkpoint: Optional[str] = None,
-                    **llava_kwargs: Any):
+                    checkpoint: Optional[str] = None, **llava_kwargs: Any):
         from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
                                   LlavaForConditionalGeneration)
 
@@ -134,6 +136,21 @@ class LlavaLMM(nn.Module):
 
             sd = load_state_dict_file(vision_checkpoint, "model.lmm.tiny.vision_checkpoint")
             model.model.vision_tower.load_state_dict(sd, strict=True)
+        if checkpoint is not None:  # the whole tiny LLaVA, "instruction-tuned" by tools/pretrain_tiny.py
+            from reseg.models.mask_sources.sam import load_state_dict_file
+
+            sd = load_state_dict_file(checkpoint, "model.lmm.tiny.checkpoint")
+            own = model.state_dict()
+            missing = [k for k in own if k not in sd]
+            unexpected = [k for k in sd if k not in own]
+            resized = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+            if missing or unexpected or resized:
+                raise ValueError(
+                    f"model.lmm.tiny.checkpoint={checkpoint!r} does not match the tiny config: "
+                    f"{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, "
+                    f"{len(resized)} of another shape {resized[:3]}; re-run tools/pretrain_tiny.py "
+                    "--parts llava --force with this config")
+            model.load_state_dict(sd, strict=True)
         size = vcfg.image_size
         processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
         return model, tokenizer, processor
