@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Pre-train the tiny SAM and the tiny vision tower on the synthetic benchmark.
+"""Pre-train the tiny SAM and the tiny vision tower (and, optionally, the whole tiny LLaVA) on the synthetic benchmark.
 
 At real scale SAM and the CLIP tower arrive pretrained; the tiny scale mirrors that, using only the
 synthetic REFER *train* split (COCO ``instances.json``; no query text, no validation data):
@@ -14,11 +14,21 @@ synthetic REFER *train* split (COCO ``instances.json``; no query text, no valida
   and did not help tiny LISA (docs/benchmarks.md), so it is off by default;
 * ``vision``: the tiny config's CLIP vision tower learns dense per-patch labels (the colour and the
   shape of the visible object under each patch, or background), a stand-in for the visual
-  vocabulary a pretrained CLIP brings -> ``<out>/vision_tiny.pth``.
+  vocabulary a pretrained CLIP brings -> ``<out>/vision_tiny.pth``;
+* ``llava``: the whole tiny LLaVA (pre-trained tower frozen, projector and LLM trained) is
+  instruction-tuned with text answers, a stand-in for LLaVA-1.5, which LISA starts from: referring
+  questions in LISA's question templates answered with the referred object's colour and shape in
+  LISA's answer templates (``"Sure, it is red circle."`` where LISA later says ``"Sure, it is
+  [SEG]."``), plus scene VQA (:mod:`reseg.datasets.synth_vqa`) -> ``<out>/llava_tiny.pth``;
+  ``--llava-copy-share`` answers that share of the referring questions by repeating the expression
+  instead. Load it with ``--cfg-options model.lmm.tiny.checkpoint=<out>/llava_tiny.pth``. It was
+  meant to give tiny LISA question-dependent ``[SEG]`` states, as a pretrained LLaVA has; measured
+  (docs/benchmarks.md, runs 10-11), 300 steps do not teach it to read the question, and tiny LISA
+  trained from it plateaus where it does from random weights, so it is off by default.
 
-Both are tensor-only state dicts; generated files live under ``data/`` and are never committed.
+All are tensor-only state dicts; generated files live under ``data/`` and are never committed.
 
-    python tools/pretrain_tiny.py --data data/synthref --out data/tiny_models [--parts sam,vision]
+    python tools/pretrain_tiny.py --data data/synthref --out data/tiny_models [--parts vision,sam[,llava]]
 """
 from __future__ import annotations
 
@@ -39,7 +49,8 @@ def parse_args(argv=None):
     p.add_argument("--out", default="data/tiny_models")
     p.add_argument("--config", default="configs/lisa/lisa_tiny_synthref.py",
                    help="config whose model.mask_source defines the tiny SAM")
-    p.add_argument("--parts", default="sam,vision", help="comma list of: sam, vision")
+    p.add_argument("--parts", default="vision,sam", help="comma list of: vision, sam, llava "
+                   "(llava loads the vision tower of <out>/vision_tiny.pth; an experiment, off by default)")
     p.add_argument("--steps", type=int, default=600, help="SAM steps")
     p.add_argument("--batch", type=int, default=8, help="images per SAM step")
     p.add_argument("--sam-aux-weight", type=float, default=0.5,
@@ -48,6 +59,10 @@ def parse_args(argv=None):
                    help="also train SAM's decoder with attribute prompts (an experiment; off by default)")
     p.add_argument("--vision-steps", type=int, default=300)
     p.add_argument("--vision-batch", type=int, default=32)
+    p.add_argument("--llava-steps", type=int, default=300)
+    p.add_argument("--llava-batch", type=int, default=8, help="images per LLaVA step (3 questions each)")
+    p.add_argument("--llava-copy-share", type=float, default=0.0,
+                   help="share of referring answers that repeat the expression instead of naming colour and shape")
     p.add_argument("--objects", type=int, default=6, help="prompted objects per image")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
@@ -296,6 +311,92 @@ def train_vision(args, images, masks, labels) -> None:
                                              final_loss=float(loss.item()), seconds=round(time.time() - t0, 1)))
 
 
+def referring_answer_conversations(sample, attrs: dict, system_prompt: str, image_token: str, rng,
+                                   copy_share: float = 0.0) -> list:
+    """``(prompt, answer)`` pairs: each referring query of ``sample`` in one of LISA's question
+    templates, answered in one of LISA's answer templates with ``[SEG]`` replaced by the referred
+    object's ``"<colour> <kind>"`` (``attrs``: annotation id -> (colour, kind)). Queries whose
+    target is not exactly one annotated object are skipped."""
+    from reseg_lisa import templates as T
+
+    out = []
+    for q in sample.queries:
+        ann_ids = [a for a in q.meta.get("ann_ids", []) if a in attrs]
+        if len(ann_ids) != 1:
+            continue
+        colour, kind = attrs[ann_ids[0]]
+        if rng.random() < copy_share:  # repeat the expression (minus a leading article)
+            words = q.text.strip().rstrip(".").split()
+            colour, kind = " ".join(words[1:] if len(words) > 1 and words[0].lower() in ("the", "a", "an") else words), ""
+        question = T.SHORT_QUESTIONS[rng.integers(len(T.SHORT_QUESTIONS))].format(text=q.text.strip())
+        answer = T.ANSWERS[rng.integers(len(T.ANSWERS))].format(seg=f"{colour} {kind}".strip())
+        out.append((T.llava_v1_prompt(question, image_token, system_prompt), " " + answer))
+    return out
+
+
+def train_llava(args) -> None:
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    from reseg.datasets.io import read_json
+    from reseg.registry import DATASETS, LMMS
+    from reseg_lisa import templates as T
+
+    DefaultScope.get_instance("pretrain_tiny_llava", scope_name="reseg")
+    out_file = os.path.join(args.out, "llava_tiny.pth")
+    vision_file = os.path.join(args.out, "vision_tiny.pth")
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed + 2)
+    full = Config.fromfile(args.config)
+    cfg = full.model.lmm.to_dict()
+    cfg["tiny"].pop("checkpoint", None)
+    cfg["tiny"]["vision_checkpoint"] = vision_file if os.path.isfile(vision_file) else None
+    cfg.update(trainable_modules="all", train_vision_tower=False, train_projector=True, lora=None)
+    lmm = LMMS.build(cfg)
+    system_prompt = full.model.head.get("system_prompt", T.SYSTEM_PROMPT)
+    image_token = lmm.tokenizer.convert_ids_to_tokens(lmm.image_token_id)
+    root = os.path.join(args.data, "refer_seg")
+    common = dict(data_root=root, dataset="synthref", split_by="unc", split="train",
+                  image_dir=os.path.join(root, "images", "synthref"), num_queries_per_sample=3, seed=args.seed)
+    refer = DATASETS.build(dict(type="RefCOCODataset", **common))
+    vqa = DATASETS.build(dict(type="SynthVQADataset", **common))
+    attrs = {a["id"]: (a["synth"]["colour"], a["synth"]["kind"])
+             for a in read_json(os.path.join(root, "synthref", "instances.json"))["annotations"] if "synth" in a}
+    params = [p for p in lmm.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.llava_steps, pct_start=0.1)
+    lmm.train()
+    t0 = time.time()
+    for step in range(args.llava_steps):
+        samples, convs, image_of = [], [], []
+        for _ in range(args.llava_batch):
+            use_vqa = rng.random() < 0.25
+            ds = vqa if use_vqa else refer
+            s = ds[int(rng.integers(len(ds)))]
+            pairs = ([(T.llava_v1_prompt(q.text, image_token, system_prompt), " " + q.answer) for q in s.queries]
+                     if use_vqa else referring_answer_conversations(s, attrs, system_prompt, image_token, rng, args.llava_copy_share))
+            if not pairs:
+                continue
+            samples.append(s)
+            convs += pairs
+            image_of += [len(samples) - 1] * len(pairs)
+        tokens = lmm.collate([lmm.encode(p, a) for p, a in convs])
+        feats = lmm.image_features(lmm.preprocess_images([s.image for s in samples]))
+        out = lmm(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], image_feats=feats,
+                  image_index=torch.tensor(image_of, device=feats.device), labels=tokens["labels"])
+        loss = out["loss_text"]
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if step % 50 == 0 or step == args.llava_steps - 1:
+            print(f"[llava] step {step:4d}/{args.llava_steps}  loss {loss.item():.4f}  {time.time() - t0:.0f}s",
+                  flush=True)
+    _save(lmm.model.state_dict(), out_file, dict(config=args.config, steps=args.llava_steps, seed=args.seed,
+                                                 final_loss=float(loss.item()), seconds=round(time.time() - t0, 1)))
+
+
 def _save(state_dict: dict, out_file: str, info: dict) -> None:
     os.makedirs(os.path.dirname(out_file), exist_ok=True)
     tmp = out_file + ".tmp"
@@ -309,10 +410,10 @@ def _save(state_dict: dict, out_file: str, info: dict) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    unknown = set(parts) - {"sam", "vision"}
+    files = {"sam": "sam_tiny.pth", "vision": "vision_tiny.pth", "llava": "llava_tiny.pth"}
+    unknown = set(parts) - set(files)
     if unknown:
-        sys.exit(f"error: unknown --parts {sorted(unknown)}; expected sam and/or vision")
-    files = {"sam": "sam_tiny.pth", "vision": "vision_tiny.pth"}
+        sys.exit(f"error: unknown --parts {sorted(unknown)}; expected a comma list of {sorted(files)}")
     todo = [p for p in parts if args.force or not os.path.isfile(os.path.join(args.out, files[p]))]
     for p in set(parts) - set(todo):
         print(f"{os.path.join(args.out, files[p])} exists; pass --force to retrain")
@@ -323,6 +424,8 @@ def main(argv=None) -> int:
     print(f"loaded {len(images)} images, {sum(len(m) for m in masks)} objects in {time.time() - t0:.1f}s")
     if "vision" in todo:
         train_vision(args, images, masks, labels)
+    if "llava" in todo:
+        train_llava(args)
     if "sam" in todo:
         train_sam(args, images, masks, labels)
     return 0
