@@ -108,7 +108,9 @@ def test_pretrain_tiny_writes_weights_the_tiny_config_loads(synth_root, tmp_path
     out = tmp_path / "tiny_models"
     cfg = str(ROOT / "configs" / "lisa" / "lisa_tiny_synthref.py")
     assert pretrain_tiny.main(["--data", str(synth_root), "--out", str(out), "--config", cfg, "--steps", "2",
-                               "--vision-steps", "2", "--batch", "2", "--vision-batch", "2"]) == 0
+                               "--vision-steps", "2", "--batch", "2", "--vision-batch", "2",
+                               "--parts", "vision,sam,llava", "--llava-steps", "2", "--llava-batch", "2",
+                               "--llava-copy-share", "0.5"]) == 0
     from mmengine.config import Config
 
     from reseg.registry import MODELS
@@ -117,9 +119,16 @@ def test_pretrain_tiny_writes_weights_the_tiny_config_loads(synth_root, tmp_path
     c.model.lmm.tiny.tokenizer_dir = str(tmp_path / "tok")
     c.model.lmm.tiny.vision_checkpoint = str(out / "vision_tiny.pth")
     c.model.mask_source.checkpoint = str(out / "sam_tiny.pth")
+    c.model.lmm.tiny.checkpoint = str(out / "llava_tiny.pth")
     model = MODELS.build(c.model)  # strict loads: architectures match the config
     sd = torch.load(out / "sam_tiny.pth", weights_only=True)
     assert torch.equal(model.mask_source.sam.mask_decoder.iou_token.weight, sd["mask_decoder.iou_token.weight"])
+    llava = torch.load(out / "llava_tiny.pth", weights_only=True)
+    vision = torch.load(out / "vision_tiny.pth", weights_only=True)
+    key = "model.multi_modal_projector.linear_1.weight"
+    assert torch.equal(model.lmm.model.state_dict()[key], llava[key])  # the pre-trained projector
+    # the llava part starts from the pre-trained tower and keeps it frozen
+    assert all(torch.equal(llava["model.vision_tower." + k], v) for k, v in vision.items())
 
 
 def test_one_test_call_scores_every_benchmark_and_writes_metrics_json(synth_root, tmp_path):

@@ -23,8 +23,8 @@ synthetic REFER *train* split (COCO ``instances.json``; no query text, no valida
   ``--llava-copy-share`` answers that share of the referring questions by repeating the expression
   instead. Load it with ``--cfg-options model.lmm.tiny.checkpoint=<out>/llava_tiny.pth``. It was
   meant to give tiny LISA question-dependent ``[SEG]`` states, as a pretrained LLaVA has; measured
-  (docs/benchmarks.md, runs 10-11), 300 steps do not teach it to read the question, and tiny LISA
-  trained from it plateaus where it does from random weights, so it is off by default.
+  (docs/benchmarks.md, run 10), tiny LISA trained from it plateaus where it does from random
+  weights, so it is off by default.
 
 All are tensor-only state dicts; generated files live under ``data/`` and are never committed.
 
