@@ -38,7 +38,7 @@ def test_probe_reports_first_word_accuracy_and_saves_a_loadable_llava(synth_root
 
 def test_expression_drops_only_a_leading_article():
     sys.path.insert(0, str(ROOT / "tools"))
-    from probe_tiny_llm import expression
+    from pretrain_tiny import expression  # shared by pretrain_tiny's copy answers and the probe
 
     assert expression("the blue star") == "blue star"
     assert expression("star to the left of the red one.") == "star to the left of the red one"

@@ -311,12 +311,19 @@ def train_vision(args, images, masks, labels) -> None:
                                              final_loss=float(loss.item()), seconds=round(time.time() - t0, 1)))
 
 
+def expression(text: str) -> str:
+    """The referring expression without a leading article ("the blue star" -> "blue star")."""
+    words = text.strip().rstrip(".").split()
+    return " ".join(words[1:] if len(words) > 1 and words[0].lower() in ("the", "a", "an") else words)
+
+
 def referring_answer_conversations(sample, attrs: dict, system_prompt: str, image_token: str, rng,
                                    copy_share: float = 0.0) -> list:
     """``(prompt, answer)`` pairs: each referring query of ``sample`` in one of LISA's question
     templates, answered in one of LISA's answer templates with ``[SEG]`` replaced by the referred
-    object's ``"<colour> <kind>"`` (``attrs``: annotation id -> (colour, kind)). Queries whose
-    target is not exactly one annotated object are skipped."""
+    object's ``"<colour> <kind>"`` (``attrs``: annotation id -> (colour, kind)) or, for a
+    ``copy_share`` of them, by the :func:`expression` itself. Queries whose target is not exactly
+    one annotated object are skipped."""
     from reseg_lisa import templates as T
 
     out = []
@@ -324,12 +331,9 @@ def referring_answer_conversations(sample, attrs: dict, system_prompt: str, imag
         ann_ids = [a for a in q.meta.get("ann_ids", []) if a in attrs]
         if len(ann_ids) != 1:
             continue
-        colour, kind = attrs[ann_ids[0]]
-        if rng.random() < copy_share:  # repeat the expression (minus a leading article)
-            words = q.text.strip().rstrip(".").split()
-            colour, kind = " ".join(words[1:] if len(words) > 1 and words[0].lower() in ("the", "a", "an") else words), ""
+        target = expression(q.text) if rng.random() < copy_share else " ".join(attrs[ann_ids[0]])
         question = T.SHORT_QUESTIONS[rng.integers(len(T.SHORT_QUESTIONS))].format(text=q.text.strip())
-        answer = T.ANSWERS[rng.integers(len(T.ANSWERS))].format(seg=f"{colour} {kind}".strip())
+        answer = T.ANSWERS[rng.integers(len(T.ANSWERS))].format(seg=target)
         out.append((T.llava_v1_prompt(question, image_token, system_prompt), " " + answer))
     return out
 

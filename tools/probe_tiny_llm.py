@@ -29,6 +29,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from pretrain_tiny import expression  # tools/ is on sys.path when run as a script
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -42,12 +44,6 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", default=None, help="write the trained tiny LLaVA state dict here")
     return p.parse_args(argv)
-
-
-def expression(text: str) -> str:
-    """The referring expression without a leading article ("the blue star" -> "blue star")."""
-    words = text.strip().rstrip(".").split()
-    return " ".join(words[1:] if len(words) > 1 and words[0].lower() in ("the", "a", "an") else words)
 
 
 def main(argv=None) -> int:
