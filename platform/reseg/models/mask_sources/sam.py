@@ -150,6 +150,11 @@ class SAMMaskSource(nn.Module):
     def embedding_size(self) -> tuple[int, int]:
         return tuple(self.sam.prompt_encoder.image_embedding_size)
 
+    @property
+    def mask_input_size(self) -> tuple[int, int]:
+        """``(4h, 4w)``: the frame of a dense mask prompt (``decode(dense=...)``), 256x256 for SAM-1024."""
+        return tuple(self.sam.prompt_encoder.mask_input_size)
+
     # ------------------------------------------------------------------ images
     def preprocess(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         """Resize longest side, normalise, zero-pad (spec §1.5).
@@ -178,6 +183,7 @@ class SAMMaskSource(nn.Module):
         sparse: torch.Tensor,
         points: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
         dense: Optional[torch.Tensor] = None,
+        mask_token_offset: Optional[torch.Tensor] = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode ``n`` masks for one image.
 
@@ -187,6 +193,11 @@ class SAMMaskSource(nn.Module):
                 appended after any point embeddings.
             points: optional ``(coords [n, P, 2] in the S frame, labels [n, P])``.
             dense: optional ``[n, 1, 4h, 4w]`` mask prompt (logits) through ``mask_downscaling``.
+            mask_token_offset: optional ``[M, C]`` added to the decoder's ``M`` output mask tokens for
+                this call (a learned position embedding such as AnchorSeg's, anchorseg_ras.md §1.6).
+                The decoder runs with ``mask_tokens.weight + offset`` in place of its weight
+                (``torch.func.functional_call``): ``segment_anything`` stays unmodified and the
+                gradient reaches both the weight and the offset.
         Returns:
             ``low_res [n, 1, 4h, 4w]`` logits (``multimask_output=False``: slot 0) and ``iou [n, 1]``.
         """
@@ -196,14 +207,17 @@ class SAMMaskSource(nn.Module):
         if dense is None:
             dense_emb = dense_emb.expand(n, -1, -1, -1)
         sparse_all = torch.cat([pts_sparse.to(sparse.dtype), sparse], 1) if points is not None else sparse
-        low_res, iou = self.sam.mask_decoder(
-            image_embeddings=embedding,
-            image_pe=pe.get_dense_pe(),
-            sparse_prompt_embeddings=sparse_all,
-            dense_prompt_embeddings=dense_emb,
-            multimask_output=False,
-        )
-        return low_res, iou
+        kwargs = dict(image_embeddings=embedding, image_pe=pe.get_dense_pe(), sparse_prompt_embeddings=sparse_all,
+                      dense_prompt_embeddings=dense_emb, multimask_output=False)
+        decoder = self.sam.mask_decoder
+        if mask_token_offset is None:
+            return decoder(**kwargs)
+        tokens = decoder.mask_tokens.weight
+        if tuple(mask_token_offset.shape) != tuple(tokens.shape):
+            raise ValueError(f"mask_token_offset must be {list(tokens.shape)} (the decoder's mask tokens), "
+                             f"got {list(mask_token_offset.shape)}")
+        shifted = {"mask_tokens.weight": tokens + mask_token_offset.to(tokens.dtype)}
+        return torch.func.functional_call(decoder, shifted, args=(), kwargs=kwargs)
 
     def postprocess(self, low_res: torch.Tensor, resized: tuple[int, int], original: tuple[int, int]) -> torch.Tensor:
         """``[n, H, W]`` logits at the original size: upsample to S, crop ``[:h', :w']``, upsample."""
