@@ -58,19 +58,13 @@ def parse_args(argv=None):
 
 
 # ------------------------------------------------------------------------------ drawing
-def heatmap_overlay(image: np.ndarray, smap: np.ndarray, alpha: float = 0.6) -> np.ndarray:
-    """``image`` (``[H, W, 3] uint8`` RGB) blended with ``smap`` (``[H, W]`` in [0, 1]) in the JET colours."""
-    heat = cv2.applyColorMap(np.clip(smap * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
-    return (image.astype(np.float32) * (1 - alpha) + heat.astype(np.float32) * alpha).astype(np.uint8)
-
-
 POINT_COLORS = {1: (40, 220, 40), 0: (230, 40, 40), -1: (160, 160, 160)}
 
 
 def analysis_panel(image: np.ndarray, smap: np.ndarray, gt: np.ndarray, points: np.ndarray, labels: np.ndarray,
                    lines: list[str], min_height: int = 256) -> np.ndarray:
     """``image | heat-map with points (green +, red -, grey neutral) | ground truth`` above ``lines``."""
-    from reseg.engine.visualization import GT_COLOR, blend
+    from reseg.engine.visualization import GT_COLOR, blend, heatmap_overlay
 
     h, w = image.shape[:2]
     s = max(1, int(np.ceil(min_height / h)))

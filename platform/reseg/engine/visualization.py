@@ -1,4 +1,9 @@
-"""Overlays of image, ground truth and prediction with the query text, and the hook that saves them."""
+"""Overlays of image, ground truth and prediction with the query text, and the hook that saves them.
+
+A head may add per-query maps in ``[0, 1]`` to ``QueryPrediction.extras["heatmaps"]`` (``{name:
+[m, H, W]}`` at the original size, one map per mask, e.g. AnchorSeg's prior); the hook draws each as a
+heat-map panel after the prediction (the maximum over the ``m`` maps).
+"""
 from __future__ import annotations
 
 import os
@@ -27,6 +32,24 @@ def blend(image: np.ndarray, mask: Optional[np.ndarray], color: Sequence[int], a
     return out
 
 
+def heatmap_overlay(image: np.ndarray, smap: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """``image`` (``[H, W, 3] uint8`` RGB) blended with ``smap`` (``[H, W]`` in [0, 1]) in the JET colours."""
+    heat = cv2.applyColorMap(np.clip(smap * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+    return (image.astype(np.float32) * (1 - alpha) + heat.astype(np.float32) * alpha).astype(np.uint8)
+
+
+def prediction_heatmaps(extras: dict) -> dict[str, np.ndarray]:
+    """``{name: [H, W] float32}`` from ``extras["heatmaps"]`` (the maximum over each entry's masks;
+    entries without a mask are left out)."""
+    out = {}
+    for name, maps in (extras or {}).get("heatmaps", {}).items():
+        a = maps.detach().float().cpu().numpy() if hasattr(maps, "detach") else np.asarray(maps, np.float32)
+        if a.ndim == 3 and a.shape[0] == 0:
+            continue
+        out[name] = (a.max(0) if a.ndim == 3 else a).astype(np.float32)
+    return out
+
+
 def _wrap(text: str, width_px: int, scale: float) -> list[str]:
     max_chars = max(8, int(width_px / (9 * scale * 2)))
     words, lines, cur = text.split(), [], ""
@@ -42,10 +65,13 @@ def _wrap(text: str, width_px: int, scale: float) -> list[str]:
 
 
 def overlay_panel(image: np.ndarray, gt: Optional[np.ndarray], pred: Optional[np.ndarray], text: str,
-                  extra: str = "", min_height: int = 256) -> np.ndarray:
-    """Three panels (image | ground truth | prediction) above the query text, as ``[H', W', 3] uint8``.
+                  extra: str = "", min_height: int = 256,
+                  heatmaps: Optional[dict[str, np.ndarray]] = None) -> np.ndarray:
+    """Three panels (image | ground truth | prediction), then one per heat-map (``{name: [H, W]}`` in
+    [0, 1]), above the query text, as ``[H', W', 3] uint8``.
 
-    Small images are upscaled (nearest) to at least ``min_height`` so the text stays readable.
+    Small images are upscaled (nearest; heat-maps bilinearly) to at least ``min_height`` so the text
+    stays readable.
     """
     h, w = image.shape[:2]
     s = max(1, int(np.ceil(min_height / h)))
@@ -54,10 +80,15 @@ def overlay_panel(image: np.ndarray, gt: Optional[np.ndarray], pred: Optional[np
     gt_u = up(gt.astype(np.uint8)).astype(bool) if gt is not None else None
     pr_u = up(pred.astype(np.uint8)).astype(bool) if pred is not None else None
     panels = [img, blend(img, gt_u, GT_COLOR), blend(img, pr_u, PRED_COLOR)]
+    names = list(heatmaps or {})
+    for name in names:
+        smap = cv2.resize(heatmaps[name].astype(np.float32), (w * s, h * s), interpolation=cv2.INTER_LINEAR)
+        panels.append(heatmap_overlay(img, smap))
     sep = np.full((img.shape[0], 4, 3), 255, np.uint8)
-    row = np.concatenate([panels[0], sep, panels[1], sep, panels[2]], 1)
+    row = np.concatenate([x for p in panels for x in (sep, p)][1:], 1)
     scale = 0.5
-    lines = ["image | ground truth (green) | prediction (red)"] + _wrap(f"Q: {text}", row.shape[1], scale)
+    title = " | ".join(["image", "ground truth (green)", "prediction (red)"] + names)
+    lines = [title] + _wrap(f"Q: {text}", row.shape[1], scale)
     if extra:
         lines += _wrap(extra, row.shape[1], scale)
     band = np.full((18 * len(lines) + 8, row.shape[1], 3), 255, np.uint8)
@@ -111,7 +142,8 @@ class SegVisualizationHook(Hook):
                     return
                 pred = p.binary_mask()
                 extra = f"A: {p.text}" if p.text else ""
-                panel = overlay_panel(sample.image, q.target, pred, q.text, extra)
+                panel = overlay_panel(sample.image, q.target, pred, q.text, extra,
+                                      heatmaps=prediction_heatmaps(p.extras))
                 name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{self._count:03d}_{sample.sample_id}")
                 cv2.imwrite(os.path.join(self._dir(runner, sub), name + ".png"), panel[..., ::-1])
                 self._count += 1
