@@ -12,7 +12,9 @@ from tiny import tiny_lmm_cfg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*", "*.py")) if "_base_" not in p)
-REAL = os.path.join(ROOT, "configs", "lisa", "lisa_llava15-7b_sam-vit-h_reasonseg.py")
+REAL_CONFIGS = [os.path.join(ROOT, "configs", "lisa", "lisa_llava15-7b_sam-vit-h_reasonseg.py"),
+                os.path.join(ROOT, "configs", "anchorseg", "anchorseg_llava15-7b_sam-vit-h_reasonseg.py")]
+real = pytest.mark.parametrize("real_config", REAL_CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))
@@ -26,24 +28,27 @@ def test_config_parses_and_names_registered_types(path):
     assert cfg.model.mask_source.type in MASK_SOURCES
 
 
-def test_real_config_names_local_checkpoints():
-    cfg = Config.fromfile(REAL)
+@real
+def test_real_config_names_local_checkpoints(real_config):
+    cfg = Config.fromfile(real_config)
     assert cfg.model.lmm.pretrained.endswith("llava-1.5-7b-hf")
     assert cfg.model.mask_source.checkpoint.endswith("sam_vit_h_4b8939.pth")
     assert cfg.model.mask_source.variant == "vit_h"
     assert cfg.model.lmm.lora.r == 8 and cfg.model.lmm.lora.lora_alpha == 16  # spec §1.4
 
 
-def test_real_config_without_llava_fails_naming_the_path(tmp_path):
-    cfg = Config.fromfile(REAL)
+@real
+def test_real_config_without_llava_fails_naming_the_path(tmp_path, real_config):
+    cfg = Config.fromfile(real_config)
     cfg.model.lmm.pretrained = str(tmp_path / "nowhere" / "llava-1.5-7b-hf")
     with pytest.raises(FileNotFoundError) as e:
         MODELS.build(cfg.model)
     assert "nowhere/llava-1.5-7b-hf" in str(e.value) and "model.lmm.pretrained" in str(e.value)
 
 
-def test_real_config_without_sam_fails_naming_the_path(tmp_path):
-    cfg = Config.fromfile(REAL)
+@real
+def test_real_config_without_sam_fails_naming_the_path(tmp_path, real_config):
+    cfg = Config.fromfile(real_config)
     cfg.model.lmm = tiny_lmm_cfg(str(tmp_path / "tok"))
     cfg.model.mask_source.checkpoint = str(tmp_path / "missing_sam_vit_h.pth")
     with pytest.raises(FileNotFoundError) as e:
