@@ -54,3 +54,18 @@ def test_real_config_without_sam_fails_naming_the_path(tmp_path, real_config):
     with pytest.raises(FileNotFoundError) as e:
         MODELS.build(cfg.model)
     assert "missing_sam_vit_h.pth" in str(e.value) and "model.mask_source.checkpoint" in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["lisa/lisa_llava15-7b_sam-vit-h_reasonseg.py",
+                                  "read/read_llava15-7b_sam-vit-h_reasonseg.py"])
+def test_real_lisa_schedule_counts_micro_batches(name):
+    """LISA's 10 x 500 optimizer steps (spec §1.4) at grad accumulation 10 = 50 000 mmengine
+    iterations (micro-batches); warm-up 100 steps and the decay end are in the same unit."""
+    cfg = Config.fromfile(os.path.join(ROOT, "configs", name))
+    accum = cfg.optim_wrapper.accumulative_counts
+    assert accum == 10
+    assert cfg.train_cfg.max_iters // accum == 5000
+    assert cfg.train_cfg.val_interval // accum == 500
+    warm, decay = cfg.param_scheduler
+    assert warm.end == 100 * accum and decay.begin == warm.end
+    assert decay.end == cfg.train_cfg.max_iters and decay.end_factor == 0.0
