@@ -111,7 +111,7 @@ def test_empty_gt_with_a_predicted_mask_scores_zero_and_adds_its_area_to_the_uni
     assert (s.gt_empty, s.pred_empty) == (True, False)
     # In cIoU that union counts: a perfect 2x2 query (I = U = 1) next to it gives 1 / (1 + 3).
     perfect = query_stats(Q1_PRED, Q1_GT)
-    assert summarize_giou_ciou([perfect, s])["cIoU"] == pytest.approx(1 / 4)
+    assert summarize_giou_ciou([perfect, s])["t/cIoU"] == pytest.approx(1 / 4)
 
 
 def test_query_iou_rejects_impossible_counts():
@@ -152,8 +152,8 @@ def test_giou_averages_queries_while_ciou_pools_pixels():
     stats = [query_stats(Q1_PRED, Q1_GT), query_stats(Q2_PRED, Q2_GT), query_stats(Q3_PRED, Q3_GT)]
     out = summarize_giou_ciou(stats)
     assert out["n"] == 3
-    assert out["gIoU"] == pytest.approx(GIOU, rel=1e-12)
-    assert out["cIoU"] == pytest.approx(CIOU, rel=1e-12)
+    assert out["t/gIoU"] == pytest.approx(GIOU, rel=1e-12)
+    assert out["t/cIoU"] == pytest.approx(CIOU, rel=1e-12)
     assert (GIOU, CIOU) == pytest.approx((13 / 18, 45 / 69), rel=1e-4)
     # The big query dominates cIoU, every query weighs the same in gIoU.
     assert out["gIoU"] > out["cIoU"]
@@ -367,3 +367,34 @@ def test_seg_metric_conventions():
     assert (conv["empty_union_iou"], conv["iou_eps"], conv["ciou_eps"]) == (1.0, 1e-5, 1e-10)
     assert (conv["inclusive_threshold"], conv["split_by"], conv["use_ignore"]) == (True, "is_sentence", True)
     assert conv["eval_size"] is None and conv["rejected_as_empty"] is True
+
+
+def test_baselines_largest_and_all_objects_by_hand():
+    """An image with a 2x4 object (rows 0-1) and a 1x4 object (row 3), 4x4 pixels. Query A asks for
+    the small object, query B for the big one; a third dataset without ``object_masks`` is skipped.
+
+    largest_object predicts the big object: IoU_A = 0 / 12 = 0, IoU_B = 1 -> gIoU 0.5,
+    cIoU = (0 + 8) / (12 + 8) = 0.4. all_objects predicts both: IoU_A = 4 / 12 = 1/3, IoU_B = 8 / 12 = 2/3
+    -> gIoU 0.5, cIoU = (4 + 8) / (12 + 12) = 0.5 (up to the metric's epsilons)."""
+    from reseg.evaluation.baselines import evaluate_baselines
+
+    big, small = rows(4, 4, 2), np.zeros((4, 4), bool)
+    small[3] = True
+
+    class WithObjects:
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return Sample(image=np.zeros((4, 4, 3), np.uint8), meta=dict(sample_id="a"),
+                          queries=[Query("small", small[None]), Query("big", big[None])])
+
+        def object_masks(self, i):
+            return np.stack([big, small])
+
+    res = evaluate_baselines(WithObjects(), dict(type="SegIoUMetric", prefix="t"))
+    assert res["largest_object"]["t/gIoU"] == pytest.approx(0.5, abs=1e-4)
+    assert res["largest_object"]["t/cIoU"] == pytest.approx(8 / 20, abs=1e-4)
+    assert res["all_objects"]["t/gIoU"] == pytest.approx((1 / 3 + 2 / 3) / 2, abs=1e-4)
+    assert res["all_objects"]["t/cIoU"] == pytest.approx(12 / 24, abs=1e-4)
+    assert res["all_objects"]["n_skipped_samples"] == 0

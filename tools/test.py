@@ -27,7 +27,7 @@ def parse_args(argv=None):
     p.add_argument("--generate", action="store_true",
                    help="free generation instead of teacher forcing (no [SEG] generated = empty mask)")
     p.add_argument("--baselines", action="store_true",
-                   help="also score the trivial baselines (empty mask, whole image, largest object)")
+                   help="also score the trivial baselines (empty mask, whole image, largest object, all objects)")
     p.add_argument("--dump-predictions", metavar="PREDS.jsonl",
                    help="also write every query's binarised prediction (COCO RLE) as JSON lines, "
                         "for re-scoring with tools/evaluate.py (docs/evaluation.md)")

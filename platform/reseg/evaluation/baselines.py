@@ -5,7 +5,11 @@
 * ``largest_object``: predict the largest annotated object of the image. Needs the dataset to expose
   ``object_masks(index) -> [n, H, W] bool`` (all annotated objects of an image, e.g. COCO
   ``instances.json``); samples of datasets without it (ReasonSeg only annotates targets) are left
-  out of this baseline, and ``n_skipped_samples`` says how many.
+  out of this baseline, and ``n_skipped_samples`` says how many;
+* ``all_objects``: predict the union of every annotated object (the foreground), with the same
+  requirement. A model whose masks ignore the query and cover every shape scores this; a model
+  that beats ``largest_object`` on cIoU but not ``all_objects`` has learned "foreground", not the
+  query.
 """
 from __future__ import annotations
 
@@ -44,7 +48,14 @@ def _predictors() -> dict[str, Callable[[Any, int, Sample], Optional[list[np.nda
         big = objs[int(np.argmax(objs.reshape(len(objs), -1).sum(1)))]
         return [big for _ in s.queries]
 
-    return {"empty": empty, "whole_image": whole, "largest_object": largest}
+    def union(ds, i, s):
+        if not hasattr(ds, "object_masks"):
+            return None
+        objs = ds.object_masks(i)
+        fg = objs.any(0) if len(objs) else np.zeros(s.size, bool)
+        return [fg for _ in s.queries]
+
+    return {"empty": empty, "whole_image": whole, "largest_object": largest, "all_objects": union}
 
 
 def evaluate_baselines(dataset, evaluator_cfg: Any) -> dict[str, dict[str, float]]:
