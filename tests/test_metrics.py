@@ -111,7 +111,7 @@ def test_empty_gt_with_a_predicted_mask_scores_zero_and_adds_its_area_to_the_uni
     assert (s.gt_empty, s.pred_empty) == (True, False)
     # In cIoU that union counts: a perfect 2x2 query (I = U = 1) next to it gives 1 / (1 + 3).
     perfect = query_stats(Q1_PRED, Q1_GT)
-    assert summarize_giou_ciou([perfect, s])["t/cIoU"] == pytest.approx(1 / 4)
+    assert summarize_giou_ciou([perfect, s])["cIoU"] == pytest.approx(1 / 4)
 
 
 def test_query_iou_rejects_impossible_counts():
@@ -152,8 +152,8 @@ def test_giou_averages_queries_while_ciou_pools_pixels():
     stats = [query_stats(Q1_PRED, Q1_GT), query_stats(Q2_PRED, Q2_GT), query_stats(Q3_PRED, Q3_GT)]
     out = summarize_giou_ciou(stats)
     assert out["n"] == 3
-    assert out["t/gIoU"] == pytest.approx(GIOU, rel=1e-12)
-    assert out["t/cIoU"] == pytest.approx(CIOU, rel=1e-12)
+    assert out["gIoU"] == pytest.approx(GIOU, rel=1e-12)
+    assert out["cIoU"] == pytest.approx(CIOU, rel=1e-12)
     assert (GIOU, CIOU) == pytest.approx((13 / 18, 45 / 69), rel=1e-4)
     # The big query dominates cIoU, every query weighs the same in gIoU.
     assert out["gIoU"] > out["cIoU"]
