@@ -311,6 +311,33 @@ def train_vision(args, images, masks, labels) -> None:
                                              final_loss=float(loss.item()), seconds=round(time.time() - t0, 1)))
 
 
+def probe_setup(config: str, seed: int, scope: str):
+    """What both probes (``probe_tiny_llm.py``, ``probe_tiny_sam.py``) start from: the reseg scope,
+    seeded torch and a seeded ``random.Random``, the config (exits unless its LMM is tiny)."""
+    import random
+
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    DefaultScope.get_instance(scope, scope_name="reseg")
+    torch.manual_seed(seed)
+    full = Config.fromfile(config)
+    if "tiny" not in full.model.lmm:
+        sys.exit(f"error: {config}: model.lmm has no `tiny` section; this probe is for tiny configs")
+    return full, random.Random(seed)
+
+
+def refer_splits(data: str, seed: int):
+    """The synthetic benchmark's REFER-format train split (3 expressions per image) and val split."""
+    from reseg.registry import DATASETS
+
+    root = os.path.join(data, "refer_seg")
+    common = dict(data_root=root, dataset="synthref", split_by="unc", image_dir=os.path.join(root, "images", "synthref"))
+    train = DATASETS.build(dict(type="RefCOCODataset", split="train", num_queries_per_sample=3, seed=seed, **common))
+    val = DATASETS.build(dict(type="RefCOCODataset", split="val", test_mode=True, **common))
+    return train, val
+
+
 def expression(text: str) -> str:
     """The referring expression without a leading article ("the blue star" -> "blue star")."""
     words = text.strip().rstrip(".").split()

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-from pretrain_tiny import expression  # tools/ is on sys.path when run as a script
+from pretrain_tiny import expression, probe_setup, refer_splits  # tools/ is on sys.path when run as a script
 
 
 def parse_args(argv=None):
@@ -48,29 +47,18 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from mmengine.config import Config
-    from mmengine.registry import DefaultScope
-
-    from reseg.registry import DATASETS, LMMS
+    from reseg.registry import LMMS
     from reseg_lisa import templates as T
 
-    DefaultScope.get_instance("probe_tiny_llm", scope_name="reseg")
-    torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
-    full = Config.fromfile(args.config)
+    full, rng = probe_setup(args.config, args.seed, "probe_tiny_llm")
     cfg = full.model.lmm.to_dict()
-    if "tiny" not in cfg:
-        sys.exit(f"error: {args.config}: model.lmm has no `tiny` section; this probe is for tiny configs")
     cfg.update(trainable_modules="all", train_vision_tower=False, train_projector=args.image_tokens == "real",
                lora=None)
     lmm = LMMS.build(cfg)
     tok = lmm.tokenizer
     system = full.model.head.get("system_prompt", T.SYSTEM_PROMPT)
     image_str = tok.convert_ids_to_tokens(lmm.image_token_id)
-    root = os.path.join(args.data, "refer_seg")
-    common = dict(data_root=root, dataset="synthref", split_by="unc", image_dir=os.path.join(root, "images", "synthref"))
-    train = DATASETS.build(dict(type="RefCOCODataset", split="train", num_queries_per_sample=3, seed=args.seed, **common))
-    val = DATASETS.build(dict(type="RefCOCODataset", split="val", test_mode=True, **common))
+    train, val = refer_splits(args.data, args.seed)
     n_prefix = len(tok(" Sure, it is", add_special_tokens=False).input_ids)
     noise_scale = float(lmm.image_features(lmm.preprocess_images([val[0].image])).norm(dim=-1).mean())
 

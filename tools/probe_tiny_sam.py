@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
-import random
 import sys
 import time
 
@@ -32,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from pretrain_tiny import probe_setup, refer_splits  # tools/ is on sys.path when run as a script
 
 #: Words that put a synthetic expression in a category (the phrasings of
 #: ``reseg.datasets.synth_language``: "the star left of the red circle", "the circle above the star",
@@ -69,31 +69,20 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from mmengine.config import Config
-    from mmengine.registry import DefaultScope
-
     from reseg.models.lmm.tiny_tokenizer import build_tiny_tokenizer
     from reseg.models.losses import mask_losses
-    from reseg.registry import DATASETS, MASK_SOURCES
+    from reseg.registry import MASK_SOURCES
     from reseg_lisa.head import SegProjection
 
-    DefaultScope.get_instance("probe_tiny_sam", scope_name="reseg")
-    torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
-    full = Config.fromfile(args.config)
+    full, rng = probe_setup(args.config, args.seed, "probe_tiny_sam")
     lmm_cfg = full.model.lmm
-    if "tiny" not in lmm_cfg:
-        sys.exit(f"error: {args.config}: model.lmm has no `tiny` section; this probe is for tiny configs")
     ms_cfg = full.model.mask_source.to_dict()
     ms_cfg["freeze_image_encoder"] = not args.train_encoder
     sam = MASK_SOURCES.build(ms_cfg)
     tok = build_tiny_tokenizer(lmm_cfg.tiny.tokenizer_dir)  # the tiny LLaVA's own (offline) tokenizer
     head = full.model.get("head", {})
     bce_w, dice_w = float(head.get("bce_weight", 2.0)), float(head.get("dice_weight", 0.5))
-    root = os.path.join(args.data, "refer_seg")
-    common = dict(data_root=root, dataset="synthref", split_by="unc", image_dir=os.path.join(root, "images", "synthref"))
-    train = DATASETS.build(dict(type="RefCOCODataset", split="train", num_queries_per_sample=3, seed=args.seed, **common))
-    val = DATASETS.build(dict(type="RefCOCODataset", split="val", test_mode=True, **common))
+    train, val = refer_splits(args.data, args.seed)
     width = int(lmm_cfg.tiny.text.hidden_size)
     bag = nn.EmbeddingBag(len(tok), width, mode="mean")
     proj = SegProjection(width, sam.prompt_dim)
