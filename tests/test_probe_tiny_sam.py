@@ -41,3 +41,18 @@ def test_expression_kinds_follow_the_synthetic_phrasings():
     assert expression_kind("the bottommost square") == "position"
     assert expression_kind("the biggest yellow shape") == "size"
     assert expression_kind("blue circle") == "attribute"
+
+
+def test_cfg_options_reach_the_mask_source(synth_root, tmp_path):
+    import probe_tiny_sam
+
+    lmm = tiny_lmm_cfg(str(tmp_path / "tokenizer"), lora=None)
+    sam = dict(type="SAMMaskSource", variant="custom", image_size=64, prompt_dim=16,
+               encoder=dict(embed_dim=16, depth=1, num_heads=2), decoder_mlp_dim=32, decoder_heads=2,
+               iou_head_hidden_dim=16)
+    cfg = tmp_path / "probe_cfg.py"
+    cfg.write_text(f"model = dict(lmm={lmm!r}, mask_source={sam!r}, head=dict(type='LISAHead'))\n")
+    missing = tmp_path / "nowhere" / "sam_tiny.pth"
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        probe_tiny_sam.main(["--config", str(cfg), "--data", str(synth_root), "--steps", "1",
+                             "--cfg-options", f"model.mask_source.checkpoint={missing}"])

@@ -311,9 +311,10 @@ def train_vision(args, images, masks, labels) -> None:
                                              final_loss=float(loss.item()), seconds=round(time.time() - t0, 1)))
 
 
-def probe_setup(config: str, seed: int, scope: str):
+def probe_setup(config: str, seed: int, scope: str, cfg_options: dict | None = None):
     """What both probes (``probe_tiny_llm.py``, ``probe_tiny_sam.py``) start from: the reseg scope,
-    seeded torch and a seeded ``random.Random``, the config (exits unless its LMM is tiny)."""
+    seeded torch and a seeded ``random.Random``, the config with ``cfg_options`` merged (exits unless
+    its LMM is tiny)."""
     import random
 
     from mmengine.config import Config
@@ -322,6 +323,8 @@ def probe_setup(config: str, seed: int, scope: str):
     DefaultScope.get_instance(scope, scope_name="reseg")
     torch.manual_seed(seed)
     full = Config.fromfile(config)
+    if cfg_options:
+        full.merge_from_dict(cfg_options)
     if "tiny" not in full.model.lmm:
         sys.exit(f"error: {config}: model.lmm has no `tiny` section; this probe is for tiny configs")
     return full, random.Random(seed)

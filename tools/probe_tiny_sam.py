@@ -17,7 +17,7 @@ cannot encode word order, so relations are its weak spot by construction).
   (1x1-projected) image embedding: the simplest query-to-mask readout, to tell the decoder's share
   of the difficulty from the encoder's.
 
-    python tools/probe_tiny_sam.py [--config C] [--steps 300] [--train-encoder] [--decoder sam|dot]
+    python tools/probe_tiny_sam.py [--config C] [--steps 300] [--train-encoder] [--decoder sam|dot] [--cfg-options k=v]
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.config import DictAction
 
 from pretrain_tiny import probe_setup, refer_splits  # tools/ is on sys.path when run as a script
 
@@ -64,6 +65,8 @@ def parse_args(argv=None):
     p.add_argument("--decoder", choices=("sam", "dot"), default="sam")
     p.add_argument("--val-images", type=int, default=144)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None,
+                   help="override config keys, e.g. model.mask_source.checkpoint=data/other/sam_tiny.pth")
     return p.parse_args(argv)
 
 
@@ -74,7 +77,7 @@ def main(argv=None) -> int:
     from reseg.registry import MASK_SOURCES
     from reseg_lisa.head import SegProjection
 
-    full, rng = probe_setup(args.config, args.seed, "probe_tiny_sam")
+    full, rng = probe_setup(args.config, args.seed, "probe_tiny_sam", args.cfg_options)
     lmm_cfg = full.model.lmm
     ms_cfg = full.model.mask_source.to_dict()
     ms_cfg["freeze_image_encoder"] = not args.train_encoder
