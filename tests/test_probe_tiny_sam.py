@@ -14,16 +14,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
 
-@pytest.mark.parametrize("decoder,encoder", [("sam", []), ("dot", ["--train-encoder"])])
-def test_probe_reports_giou_by_kind(synth_root, tmp_path, capsys, decoder, encoder):
-    import probe_tiny_sam
-
+def probe_config(tmp_path: Path) -> Path:
+    """A config file with the test suite's tiny LLaVA and an even smaller SAM."""
     lmm = tiny_lmm_cfg(str(tmp_path / "tokenizer"), lora=None)
     sam = dict(type="SAMMaskSource", variant="custom", image_size=64, prompt_dim=16,
                encoder=dict(embed_dim=16, depth=1, num_heads=2), decoder_mlp_dim=32, decoder_heads=2,
                iou_head_hidden_dim=16)
     cfg = tmp_path / "probe_cfg.py"
     cfg.write_text(f"model = dict(lmm={lmm!r}, mask_source={sam!r}, head=dict(type='LISAHead'))\n")
+    return cfg
+
+
+@pytest.mark.parametrize("decoder,encoder", [("sam", []), ("dot", ["--train-encoder"])])
+def test_probe_reports_giou_by_kind(synth_root, tmp_path, capsys, decoder, encoder):
+    import probe_tiny_sam
+
+    cfg = probe_config(tmp_path)
     assert probe_tiny_sam.main(["--config", str(cfg), "--data", str(synth_root), "--steps", "2", "--batch", "2",
                                 "--val-images", "3", "--decoder", decoder, *encoder]) == 0
     out = capsys.readouterr().out
@@ -46,12 +52,7 @@ def test_expression_kinds_follow_the_synthetic_phrasings():
 def test_cfg_options_reach_the_mask_source(synth_root, tmp_path):
     import probe_tiny_sam
 
-    lmm = tiny_lmm_cfg(str(tmp_path / "tokenizer"), lora=None)
-    sam = dict(type="SAMMaskSource", variant="custom", image_size=64, prompt_dim=16,
-               encoder=dict(embed_dim=16, depth=1, num_heads=2), decoder_mlp_dim=32, decoder_heads=2,
-               iou_head_hidden_dim=16)
-    cfg = tmp_path / "probe_cfg.py"
-    cfg.write_text(f"model = dict(lmm={lmm!r}, mask_source={sam!r}, head=dict(type='LISAHead'))\n")
+    cfg = probe_config(tmp_path)
     missing = tmp_path / "nowhere" / "sam_tiny.pth"
     with pytest.raises(FileNotFoundError, match="nowhere"):
         probe_tiny_sam.main(["--config", str(cfg), "--data", str(synth_root), "--steps", "1",
