@@ -44,12 +44,8 @@ train_dataloader = dict(
 
 # validation every 10 epochs (--eval_interval=10, read as epochs: an assumption)
 train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=10 * steps_per_epoch * grad_accum)
-optim_wrapper = dict(
-    type="OptimWrapper",
-    optimizer=dict(type="AdamW", lr=3e-4, betas=(0.9, 0.95), weight_decay=0.0),
-    clip_grad=dict(max_norm=1.0),
-    accumulative_counts=grad_accum,
-)
+# optim_wrapper (AdamW 3e-4, betas (0.9, 0.95), clip 1.0, accumulation 10) is LISA's, inherited from
+# _base_/schedules/lisa_official.py; the scheduler is restated because its end is this run's max_iters.
 param_scheduler = [
     dict(type="LinearLR", start_factor=1e-3, by_epoch=False, begin=0, end=100 * grad_accum),
     dict(type="LinearLR", start_factor=1.0, end_factor=0.0, by_epoch=False, begin=100 * grad_accum, end=max_iters),
