@@ -311,6 +311,16 @@ def train_vision(args, images, masks, labels) -> None:
                                              final_loss=float(loss.item()), seconds=round(time.time() - t0, 1)))
 
 
+def clipped_step(loss, opt, sched, params, max_norm: float = 1.0) -> None:
+    """One optimiser step of the tiny pre-training and probe loops: backward, clip the gradient norm
+    to ``max_norm`` (1.0, LISA's clipping), step the optimiser and the scheduler."""
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
+    opt.step()
+    sched.step()
+
+
 def probe_setup(config: str, seed: int, scope: str, cfg_options: dict | None = None):
     """What both probes (``probe_tiny_llm.py``, ``probe_tiny_sam.py``) start from: the reseg scope,
     seeded torch and a seeded ``random.Random``, the config with ``cfg_options`` merged (exits unless
@@ -419,11 +429,7 @@ def train_llava(args) -> None:
         out = lmm(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], image_feats=feats,
                   image_index=torch.tensor(image_of, device=feats.device), labels=tokens["labels"])
         loss = out["loss_text"]
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        clipped_step(loss, opt, sched, params)
         if step % 50 == 0 or step == args.llava_steps - 1:
             print(f"[llava] step {step:4d}/{args.llava_steps}  loss {loss.item():.4f}  {time.time() - t0:.0f}s",
                   flush=True)

@@ -28,7 +28,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pretrain_tiny import expression, probe_setup, refer_splits  # tools/ is on sys.path when run as a script
+from pretrain_tiny import clipped_step, expression, probe_setup, refer_splits  # tools/ is on sys.path when run as a script
 
 
 def parse_args(argv=None):
@@ -102,11 +102,7 @@ def main(argv=None) -> int:
     for step in range(args.steps):
         logits, labels = forward([train[rng.randrange(len(train))] for _ in range(args.batch)], True)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        clipped_step(loss, opt, sched, params)
         if step % 50 == 0 or step == args.steps - 1:
             print(f"step {step:4d}/{args.steps}  loss {loss.item():.4f}  {time.time() - t0:.0f}s", flush=True)
     lmm.eval()

@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.config import DictAction
 
-from pretrain_tiny import probe_setup, refer_splits  # tools/ is on sys.path when run as a script
+from pretrain_tiny import clipped_step, probe_setup, refer_splits  # tools/ is on sys.path when run as a script
 
 #: Words that put a synthetic expression in a category (the phrasings of
 #: ``reseg.datasets.synth_language``: "the star left of the red circle", "the circle above the star",
@@ -119,11 +119,7 @@ def main(argv=None) -> int:
         logits, targets, _ = forward([train[rng.randrange(len(train))] for _ in range(args.batch)])
         losses = mask_losses(logits, targets, bce_w, dice_w)
         loss = sum(losses.values())
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        clipped_step(loss, opt, sched, params)
         if step % 50 == 0 or step == args.steps - 1:
             print(f"step {step:4d}/{args.steps}  " + "  ".join(f"{k} {v.item():.4f}" for k, v in losses.items())
                   + f"  {time.time() - t0:.0f}s", flush=True)
