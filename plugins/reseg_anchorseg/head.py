@@ -36,7 +36,7 @@ from reseg.models.losses import MASK_COUNT_EPS, mask_losses
 from reseg.structures import QueryPrediction, Sample
 from reseg_lisa.head import LISAHead, SegProjection
 from reseg_read.functional import minmax_normalize, similarity_map
-from reseg_read.head import vision_input_size
+from reseg_read.head import image_token_frame
 
 from .functional import (ANCHORSEG_NUM_LATENTS, ASPECTS, GAUSSIAN_KSIZE, GAUSSIAN_SIGMA, LATENT_TOKEN, TMCC_INPUTS,
                          m2t_loss, prior_full_resolution, query_bank_positions, t2m_loss, to_sam_mask_frame)
@@ -129,21 +129,8 @@ class AnchorSegHead(LISAHead):
         if not any(block[j: j + len(want)] == want for j in range(len(block))):
             raise ValueError(f"AnchorSegHead: the tokenizer splits {self.seg_block!r} into {block}, not the "
                              f"consecutive ids {want} the query bank is read from (§1.2)")
-        aspect = getattr(lmm, "image_aspect", None)
-        if aspect not in ASPECTS:
-            raise TypeError(f"AnchorSegHead needs a backbone whose image_aspect is one of {list(ASPECTS)}; "
-                            f"{type(lmm).__name__} has {aspect!r}")
-        if self.image_aspect not in (None, aspect):
-            raise ValueError(f"AnchorSegHead: model.head.image_aspect={self.image_aspect!r} but the backbone "
-                             f"preprocesses images with model.lmm.image_aspect={aspect!r}; the prior would be "
-                             "misplaced. Set both to the same value (or leave model.head.image_aspect=None).")
-        self.aspect = aspect
-        self.grid = tuple(int(g) for g in lmm.image_grid)
-        if self.grid[0] * self.grid[1] != lmm.num_image_tokens:
-            raise ValueError(f"AnchorSegHead needs one image token per patch of the {self.grid[0]}x{self.grid[1]} "
-                             f"grid, but the backbone gives {lmm.num_image_tokens} image tokens (a CLS token? use "
-                             "vision_feature_select_strategy='default')")
-        self.input_size = vision_input_size(lmm)
+        self.aspect, self.grid, self.input_size = image_token_frame(
+            lmm, "AnchorSegHead", self.image_aspect, ASPECTS, "the prior would be misplaced")
         self.mask_frame = tuple(mask_source.mask_input_size)
         dim = mask_source.prompt_dim
         self.latent_projection = SegProjection(lmm.hidden_size, dim)  # latent_hidden_fcs, §1.4

@@ -36,6 +36,32 @@ def vision_input_size(lmm) -> int:
                         "(model.config.vision_config.image_size of a LLaVA backbone)") from None
 
 
+def image_token_frame(lmm, head: str, wanted_aspect: Optional[str], aspects, consequence: str):
+    """``(aspect, grid, input_size)`` of ``lmm``'s image tokens, checked for heads that map a per-token
+    map back onto the image (READ's similarity points, AnchorSeg's prior).
+
+    ``aspect`` is the backbone's CLIP preprocessing (one of ``aspects``); ``wanted_aspect`` (the head's
+    ``image_aspect``, None = follow the backbone) must agree with it, since the map would otherwise
+    land in the wrong place (``consequence`` says what goes wrong). ``grid`` is the token grid, which
+    must hold exactly one token per patch; ``input_size`` the vision-tower input side.
+    """
+    aspect = getattr(lmm, "image_aspect", None)
+    if aspect not in aspects:
+        raise TypeError(f"{head} needs a backbone whose image_aspect is one of {list(aspects)}; "
+                        f"{type(lmm).__name__} has {aspect!r}")
+    if wanted_aspect is not None and wanted_aspect != aspect:
+        raise ValueError(
+            f"{head}: model.head.image_aspect={wanted_aspect!r} but the backbone preprocesses images with "
+            f"model.lmm.image_aspect={aspect!r}; {consequence}. Set both to the same value (or leave "
+            "model.head.image_aspect=None).")
+    grid = tuple(int(g) for g in lmm.image_grid)
+    if grid[0] * grid[1] != lmm.num_image_tokens:
+        raise ValueError(f"{head} needs one image token per patch of the {grid[0]}x{grid[1]} grid, but the "
+                         f"backbone gives {lmm.num_image_tokens} image tokens (a CLS token? use "
+                         "vision_feature_select_strategy='default')")
+    return aspect, grid, vision_input_size(lmm)
+
+
 class READHead(LISAHead):
     """READ (CVPR 2025): ``[SEG]`` embedding + similarity-as-points prompts for SAM.
 
@@ -90,26 +116,12 @@ class READHead(LISAHead):
 
     def setup(self, lmm, mask_source) -> None:
         super().setup(lmm, mask_source)
-        aspect = getattr(lmm, "image_aspect", None)
-        if aspect not in ASPECTS:
-            raise TypeError(f"READHead needs a backbone whose image_aspect is one of {list(ASPECTS)}; "
-                            f"{type(lmm).__name__} has {aspect!r}")
-        if self.image_aspect is not None and self.image_aspect != aspect:
-            raise ValueError(
-                f"READHead: model.head.image_aspect={self.image_aspect!r} but the backbone preprocesses "
-                f"images with model.lmm.image_aspect={aspect!r}; the similarity points would land in the "
-                "wrong place. Set both to the same value (or leave model.head.image_aspect=None).")
-        self.aspect = aspect
-        self.grid = tuple(int(g) for g in lmm.image_grid)
-        if self.grid[0] * self.grid[1] != lmm.num_image_tokens:
-            raise ValueError(f"READHead needs one image token per patch of the {self.grid[0]}x{self.grid[1]} "
-                             f"grid, but the backbone gives {lmm.num_image_tokens} image tokens (a CLS "
-                             "token? use vision_feature_select_strategy='default')")
+        self.aspect, self.grid, self.input_size = image_token_frame(
+            lmm, "READHead", self.image_aspect, ASPECTS, "the similarity points would land in the wrong place")
         if self.grid[0] % self.down_sample or self.grid[1] % self.down_sample:
             ok = [d for d in range(1, self.grid[0] + 1) if self.grid[0] % d == 0 and self.grid[1] % d == 0]
             raise _bad("down_sample", f"a divisor of the {self.grid[0]}x{self.grid[1]} image-token grid, "
                        f"one of {ok}", self.down_sample)
-        self.input_size = vision_input_size(lmm)
 
     # ------------------------------------------------------------------ SasP
     def points(self, sim: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
