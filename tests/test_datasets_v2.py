@@ -470,12 +470,13 @@ def test_mixed_items_are_reproducible(synth_root):
     b = DATASETS.build(dict(type="MixedDataset", datasets=_sources(synth_root), rates=[1, 1, 1, 1], length=12, seed=5))
 
     def key(s: Sample):
-        return s.sample_id, s.task, [q.text for q in s.queries], s.meta["mixed"]
+        return s.sample_id, s.task, [q.text for q in s.queries], s.meta["mixed"], s.meta["seed"]
 
     first = [key(a[i]) for i in range(12)]
     assert first == [key(b[i]) for i in range(12)] == [key(a[i]) for i in range(12)]
-    assert {t for _, t, _, _ in first} >= {"res", "reason", "ores"}
-    assert all(m["index"] == i for i, (_, _, _, m) in enumerate(first))
+    assert {t for _, t, _, _, _ in first} >= {"res", "reason", "ores"}
+    assert all(m["index"] == i for i, (_, _, _, m, _) in enumerate(first))
+    assert len({seed for *_, seed in first}) == 12  # each item seeds the head's choices differently
     # the draws depend on the seed and the epoch
     c = MixedDataset(_sources(synth_root), rates=[1, 1, 1, 1], length=12, seed=6)
     assert [c.draw(i) for i in range(12)] != [a.draw(i) for i in range(12)]

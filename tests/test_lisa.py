@@ -205,3 +205,33 @@ def test_tiny_checkpoint_loads_a_whole_llava_and_a_mismatch_names_the_key(tmp_pa
     narrower["tiny"]["checkpoint"] = str(tmp_path / "llava_tiny.pth")
     with pytest.raises(ValueError, match="of another shape"):
         LMMS.build(narrower)
+
+
+def test_template_lists_are_config_options_and_checked():
+    head = LISAHead(answers=["It is {seg}."], short_questions=["Segment the {text}."])
+    assert head.answers == ("It is {seg}.",) and head.short_questions == ("Segment the {text}.",)
+    with pytest.raises(ValueError, match=r"model\.head\.answers .*\{seg\}"):
+        LISAHead(answers=["It is the mask."])
+    with pytest.raises(ValueError, match=r"model\.head\.long_questions"):
+        LISAHead(long_questions=[])
+
+
+def test_seeded_sample_gives_the_same_conversations_whatever_the_global_rng(model):
+    """A sample with meta['seed'] (MixedDataset gives one) draws its templates from that seed alone."""
+    import random
+
+    head = model.head
+
+    def convs(seed, global_seed):
+        s = toy_sample(n_queries=3)
+        s.meta["seed"] = seed
+        random.seed(global_seed)
+        return [(c.prompt, c.answer) for c in head.build_conversations(s, "train")]
+
+    assert convs(7, 0) == convs(7, 1)
+    assert len({tuple(convs(seed, 0)) for seed in range(20)}) > 1  # the seed does choose
+    unseeded = toy_sample(n_queries=3)  # without a seed: Python's global random, as before
+    random.seed(3)
+    a = [(c.prompt, c.answer) for c in head.build_conversations(unseeded, "train")]
+    random.seed(3)
+    assert a == [(c.prompt, c.answer) for c in head.build_conversations(unseeded, "train")]

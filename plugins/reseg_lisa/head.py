@@ -7,7 +7,7 @@ embedding") and :class:`SegProjection` (the ``text_hidden_fcs`` MLP).
 from __future__ import annotations
 
 import random
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -71,6 +71,9 @@ class LISAHead(BaseHead):
             generating, a generated ``[REJ]`` (or no mask token) means "no target".
         rej_in_mask_loss: GSVA's quirk (§4.2): each ``[REJ]`` slot adds a constant zero-logit mask
             against an empty target to the mask losses, counting in their denominator.
+        short_questions, long_questions, answers: the training template lists (LISA's by default,
+            §1.6); questions hold ``{text}``, answers ``{seg}``. A single-entry list makes the
+            training conversations deterministic (the distributed-equivalence test uses that).
     """
 
     special_tokens = ("[SEG]",)
@@ -80,8 +83,17 @@ class LISAHead(BaseHead):
     def __init__(self, ce_weight: float = 1.0, bce_weight: float = 2.0, dice_weight: float = 0.5,
                  seg_convention: str = "previous", seg_per_instance: bool = False,
                  system_prompt: str = T.SYSTEM_PROMPT, rej_token: Optional[str] = None,
-                 rej_in_mask_loss: bool = True) -> None:
+                 rej_in_mask_loss: bool = True, short_questions: Sequence[str] = T.SHORT_QUESTIONS,
+                 long_questions: Sequence[str] = T.LONG_QUESTIONS, answers: Sequence[str] = T.ANSWERS) -> None:
         super().__init__()
+        for key, tpls, field in (("short_questions", short_questions, "{text}"),
+                                 ("long_questions", long_questions, "{text}"), ("answers", answers, "{seg}")):
+            bad = [t for t in tpls if not isinstance(t, str) or field not in t]
+            if not tpls or bad:
+                raise ValueError(f"model.head.{key} must be a non-empty list of strings holding {field}, "
+                                 f"got {list(tpls)!r}")
+        self.short_questions, self.long_questions = tuple(short_questions), tuple(long_questions)
+        self.answers = tuple(answers)
         self.system_prompt = system_prompt
         self.rej_token = rej_token
         self.rej_in_mask_loss = rej_in_mask_loss
@@ -100,10 +112,11 @@ class LISAHead(BaseHead):
         self.projection = SegProjection(lmm.hidden_size, mask_source.prompt_dim)
 
     # ------------------------------------------------------------------ conversations
-    def question(self, text: str, is_sentence: bool, mode: str) -> str:
+    def question(self, text: str, is_sentence: bool, mode: str, rng: Any = None) -> str:
         text = text.strip()
         if mode == "train":
-            tpl = random.choice(T.LONG_QUESTIONS if is_sentence else T.SHORT_QUESTIONS)
+            rng = rng if rng is not None else random
+            tpl = rng.choice(self.long_questions if is_sentence else self.short_questions)
             return tpl.format(text=text)
         return (T.VAL_LONG if is_sentence else T.VAL_SHORT).format(text=text)
 
@@ -119,6 +132,7 @@ class LISAHead(BaseHead):
         token ``"seg"`` (a mask to decode) or ``"rej"`` (a rejection).
         """
         convs = []
+        rng = self.sample_rng(sample)
         for qi, q in enumerate(sample.queries):
             rej = mode == "train" and self.rejects(q, sample.task)
             n_masks = max(q.num_targets, 1) if self.seg_per_instance and not rej else 1
@@ -128,10 +142,10 @@ class LISAHead(BaseHead):
             tokens = T.join_tokens([token] * n_masks)
             # VQA conversations (LISA's llava_instruct share, spec §1.7) ask their own question and
             # carry their own text answer (no mask token).
-            question = q.text if sample.task == "vqa" else self.question(q.text, q.is_sentence, mode)
+            question = q.text if sample.task == "vqa" else self.question(q.text, q.is_sentence, mode, rng)
             prompt = T.llava_v1_prompt(question, self.image_token, self.system_prompt)
             if mode == "train":
-                answer = " " + (q.answer if q.answer is not None else random.choice(T.ANSWERS).format(seg=tokens))
+                answer = " " + (q.answer if q.answer is not None else rng.choice(self.answers).format(seg=tokens))
             elif mode == "val":  # teacher forcing: always a [SEG] slot (GSVA's re-evaluation pass)
                 answer = " " + T.VAL_ANSWER.format(seg=tokens)
             else:

@@ -62,7 +62,8 @@ class MixedDataset(ResegDataset):
     ``metainfo`` is that of the sub-datasets, which must all be equal (the rule of mmengine's
     ``ConcatDataset``; every reseg loader has :data:`~reseg.datasets.base.RESEG_METAINFO`), so a
     ``MixedDataset`` can itself be concatenated with reseg loaders. Each returned
-    :class:`~reseg.structures.Sample` gets ``meta['mixed'] = dict(index, source, dataset, item)``.
+    :class:`~reseg.structures.Sample` gets ``meta['mixed'] = dict(index, source, dataset, item)`` and
+    ``meta['seed']``, the seed of the head's training-time choices (``BaseHead.sample_rng``).
     """
 
     def __init__(
@@ -170,6 +171,8 @@ class MixedDataset(ResegDataset):
             sample = ds[item]
         if isinstance(sample, Sample):
             sample.meta["mixed"] = dict(index=i, source=source, dataset=member, item=item)
+            # the seed of the head's own choices (BaseHead.sample_rng): keyed by (seed, epoch, index) too
+            sample.meta["seed"] = int(rng.integers(2**63))
         return sample
 
     def __repr__(self) -> str:

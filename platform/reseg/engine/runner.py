@@ -5,6 +5,8 @@ What this adds to a plain ``Runner.from_cfg``:
 * ``default_scope='reseg'`` and the plugins loaded before anything is built;
 * ``precision='auto'|'fp32'|'bf16'`` (config key): bf16 autocast (``AmpOptimWrapper``) on CUDA, fp32
   on CPU; ``dist_cfg.backend`` nccl on CUDA, gloo on CPU; the model device is mmengine's choice;
+* ``--launcher pytorch`` without CUDA: DDP over gloo (:func:`init_cpu_distributed`);
+  ``find_unused_parameters=True`` unless the config says otherwise;
 * :class:`~reseg.engine.checkpoint.PlainCheckpointHook` on every run, so checkpoints load under
   torch's ``weights_only=True``;
 * ``--resume``: continue from ``<work_dir>/last_checkpoint``, or a given checkpoint path.
@@ -42,6 +44,9 @@ def apply_runtime_defaults(cfg: Config) -> Config:
     if optim is not None and precision == "bf16" and optim.get("type", "OptimWrapper") == "OptimWrapper":
         optim["type"] = "AmpOptimWrapper"
         optim["dtype"] = "bfloat16"
+    # Under DDP every trainable parameter must get a gradient unless this is set. [SEG] heads decode
+    # with multimask_output=False, so SAM's IoU head and mask slots 1-3 never do (spec §1.2).
+    cfg.setdefault("find_unused_parameters", True)
     env = cfg.setdefault("env_cfg", {})
     dist = env.setdefault("dist_cfg", {})
     dist.setdefault("backend", "nccl" if cuda else "gloo")
@@ -50,6 +55,35 @@ def apply_runtime_defaults(cfg: Config) -> Config:
         hooks.append(dict(type="PlainCheckpointHook"))
     cfg.custom_hooks = hooks
     return cfg
+
+
+def init_cpu_distributed(cfg: Config) -> None:
+    """Join the ``torchrun`` process group on a machine without CUDA, before mmengine would.
+
+    mmengine 0.10.7's ``pytorch`` launcher calls ``torch.cuda.set_device(LOCAL_RANK)`` and its DDP
+    wrapper passes ``device_ids=[LOCAL_RANK]``; both fail for a CPU module. This initialises the
+    process group itself (``env_cfg.dist_cfg.backend``, gloo by default) from torchrun's variables,
+    so ``Runner.setup_env`` finds it initialised and skips its own ``init_dist``, and sets
+    ``model_wrapper_cfg.device_ids=None`` (what DDP expects for CPU modules). Everything else (the
+    sampler's rank split, gradient all-reduce, metric collection) is mmengine's.
+    """
+    import torch.distributed as dist
+
+    missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing:
+        raise RuntimeError(
+            f"--launcher pytorch needs torchrun's environment ({', '.join(missing)} not set); start it as "
+            "`torchrun --nproc-per-node N tools/train.py CONFIG --launcher pytorch`")
+    if not dist.is_initialized():
+        backend = cfg.get("env_cfg", {}).get("dist_cfg", {}).get("backend", "gloo")
+        dist.init_process_group(backend=backend, rank=int(os.environ["RANK"]),
+                                world_size=int(os.environ["WORLD_SIZE"]))
+    wrapper = dict(cfg.get("model_wrapper_cfg") or {})
+    wrapper.setdefault("type", "MMDistributedDataParallel")
+    wrapper.setdefault("device_ids", None)
+    wrapper.setdefault("broadcast_buffers", False)
+    wrapper.setdefault("find_unused_parameters", cfg.get("find_unused_parameters", True))
+    cfg.model_wrapper_cfg = wrapper
 
 
 def build_runner(cfg: Config, work_dir: Optional[str] = None, resume: bool | str = False,
@@ -79,4 +113,6 @@ def build_runner(cfg: Config, work_dir: Optional[str] = None, resume: bool | str
             cfg.load_from = resume
         cfg.resume = True
     apply_runtime_defaults(cfg)
+    if launcher == "pytorch" and not torch.cuda.is_available():
+        init_cpu_distributed(cfg)
     return Runner.from_cfg(cfg)

@@ -6,6 +6,7 @@ batching, devices and running the shared parts once (vision tower and SAM encode
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -79,6 +80,19 @@ class BaseHead(nn.Module):
                 f"builds {type(mask_source).__name__} (kind {kind!r}). Set model.mask_source to one of that kind."
             )
         self.token_ids = dict(zip(self.special_tokens, lmm.add_tokens(self.special_tokens)))
+
+    @staticmethod
+    def sample_rng(sample: Sample) -> Any:
+        """The RNG of a sample's training-time choices (templates, answer phrasing).
+
+        ``random.Random(sample.meta['seed'])`` when the dataset gave the sample a seed
+        (:class:`~reseg.datasets.mixed.MixedDataset` does, from ``(seed, epoch, index)``): the choices
+        then depend on the sample alone, not on which process or worker drew it or on what was drawn
+        before, so a run is the same on 1 or N processes and after a resume. Otherwise Python's global
+        :mod:`random` (seeded by mmengine's ``randomness.seed``).
+        """
+        seed = sample.meta.get("seed")
+        return random.Random(int(seed)) if seed is not None else random
 
     def build_conversations(self, sample: Sample, mode: str) -> list[Conversation]:
         """Conversations for ``sample``; ``mode`` is ``'train'``, ``'val'`` (teacher-forced) or ``'generate'``."""

@@ -104,6 +104,26 @@ class ReasoningSegmentor(BaseModel):
         preds = self.head.predict(ctx, self.lmm, self.mask_source, generate=generate)
         return [dict(sample_id=s.sample_id, predictions=p) for s, p in zip(samples, preds)]
 
+    def parse_losses(self, losses: dict) -> tuple[torch.Tensor, dict]:
+        """mmengine's sum of the ``loss*`` terms; under DDP the *logged* values are averaged over ranks.
+
+        The loss each rank backpropagates stays its own (DDP averages the gradients); only the numbers
+        in the log become the mean over ranks, so a 2-process run logs the same curve as 1 process at
+        the same global batch when the ranks' loss denominators are equal (tests/test_distributed.py).
+        """
+        loss, log_vars = super().parse_losses(losses)
+        from mmengine.dist import get_world_size
+
+        world = get_world_size()
+        if world > 1:
+            import torch.distributed as dist
+
+            names = list(log_vars)
+            vals = torch.stack([log_vars[k].detach().float().reshape(()) for k in names])
+            dist.all_reduce(vals)
+            log_vars = type(log_vars)((k, v / world) for k, v in zip(names, vals))
+        return loss, log_vars
+
     def val_step(self, data: Any) -> list:
         data = self.data_preprocessor(data, False)
         return self._run_forward(data, mode="predict")
