@@ -43,3 +43,129 @@ def test_a_checkpoint_holding_code_is_refused_without_running_it(tmp_path):
     with pytest.raises(RuntimeError, match="refusing to load"):
         load_checkpoint_file(str(path))
     assert not os.path.exists(marker)
+
+
+# ----------------------------------------------------------------------------- atomic checkpoints
+def _touch_ckpt(path, value: float) -> None:
+    torch.save({"state_dict": {"w": torch.tensor([value])}}, path)
+
+
+def test_latest_checkpoint_is_the_newest_complete_one_whatever_the_pointer_says(tmp_path):
+    from reseg.engine.checkpoint import latest_checkpoint
+
+    assert latest_checkpoint(str(tmp_path / "missing")) is None
+    assert latest_checkpoint(str(tmp_path)) is None
+    for step in (4, 8, 12):
+        _touch_ckpt(tmp_path / f"iter_{step}.pth", step)
+    (tmp_path / ".iter_16.pth.abc.tmp").write_bytes(b"half a checkpoint")  # a killed writer's leftover
+    pointer = tmp_path / "last_checkpoint"
+    newest = str(tmp_path / "iter_12.pth")
+    assert latest_checkpoint(str(tmp_path)) == newest  # no pointer
+    pointer.write_text("")  # killed while mmengine rewrote it
+    assert latest_checkpoint(str(tmp_path)) == newest
+    pointer.write_text(str(tmp_path / "iter_8.pth"))  # stale: killed between the rename and the pointer
+    assert latest_checkpoint(str(tmp_path)) == newest
+    pointer.write_text(str(tmp_path / "iter_99.pth"))  # names a file that is gone
+    assert latest_checkpoint(str(tmp_path)) == newest
+    elsewhere = tmp_path / "sub"
+    elsewhere.mkdir()
+    _touch_ckpt(elsewhere / "iter_20.pth", 20)
+    pointer.write_text(str(elsewhere / "iter_20.pth"))  # an out_dir checkpoint, newer: trusted
+    assert latest_checkpoint(str(tmp_path)) == str(elsewhere / "iter_20.pth")
+
+
+_SLOW_WRITER = r"""
+import os, sys, time
+import torch
+import reseg.engine.checkpoint as ck
+
+def stall(fd):  # the bytes are in the temporary file; stop before it is renamed over the target
+    print("WRITING", flush=True)
+    time.sleep(60)
+
+ck.os.fsync = stall
+ck.AtomicLocalBackend().put(b"x" * 5_000_000, sys.argv[1])
+"""
+
+
+def test_a_kill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path):
+    import subprocess
+    import sys
+
+    from reseg.engine.checkpoint import latest_checkpoint
+
+    target = tmp_path / "iter_8.pth"
+    _touch_ckpt(target, 8.0)
+    before = target.read_bytes()
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "WRITING", proc.communicate()
+    proc.kill()  # SIGKILL in the middle of saving
+    proc.wait()
+    assert target.read_bytes() == before
+    assert load_checkpoint_file(str(target))["state_dict"]["w"].item() == 8.0
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".iter_8.pth.")
+    assert latest_checkpoint(str(tmp_path)) == str(target)
+
+
+def test_old_checkpoints_are_pruned_only_after_the_new_one_is_saved(synth_root, tmp_path):
+    """max_keep_ckpts=1: mmengine deleted the only checkpoint before writing the next one."""
+    from tiny import tiny_train_cfg
+
+    from reseg.engine.runner import build_runner
+
+    work = tmp_path / "work"
+    cfg = tiny_train_cfg(synth_root, str(tmp_path / "tok"), str(work), max_iters=4, batch_size=2, ckpt_interval=2)
+    cfg.default_hooks.checkpoint.max_keep_ckpts = 1
+    cfg.train_cfg.val_interval = 1000
+    runner = build_runner(cfg)
+    hook = [h for h in runner.hooks if type(h).__name__ == "SafeCheckpointHook"]
+    assert len(hook) == 1  # tiny_train_cfg names mmengine's CheckpointHook: reseg swaps it in
+    real_save = runner.save_checkpoint
+    calls = []
+
+    def save_then_die(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed while saving iter_4")
+        return real_save(*args, **kwargs)
+
+    runner.save_checkpoint = save_then_die
+    with pytest.raises(KeyboardInterrupt):
+        runner.train()
+    assert calls == ["iter_2.pth", "iter_4.pth"]
+    assert sorted(p.name for p in work.glob("iter_*.pth")) == ["iter_2.pth"]
+    assert load_checkpoint_file(str(work / "iter_2.pth"))["meta"]["iter"] == 2
+    assert (work / "last_checkpoint").read_text().strip() == str(work / "iter_2.pth")
+
+
+def test_pruning_keeps_the_newest_checkpoints(synth_root, tmp_path):
+    from tiny import tiny_train_cfg
+
+    from reseg.engine.runner import build_runner
+
+    work = tmp_path / "work"
+    cfg = tiny_train_cfg(synth_root, str(tmp_path / "tok"), str(work), max_iters=6, batch_size=2, ckpt_interval=2)
+    cfg.default_hooks.checkpoint.max_keep_ckpts = 2
+    cfg.train_cfg.val_interval = 1000
+    build_runner(cfg).train()
+    assert sorted(p.name for p in work.glob("iter_*.pth")) == ["iter_4.pth", "iter_6.pth"]
+    assert not list(work.glob(".*.tmp"))
+
+
+def test_step_seed_hook_makes_dropout_a_function_of_the_iteration():
+    from types import SimpleNamespace
+
+    from reseg.engine.determinism import StepSeedHook, step_seed
+
+    hook = StepSeedHook()
+    runner = SimpleNamespace(seed=0, iter=17)
+    hook.before_train_iter(runner, 0)
+    a = torch.rand(5)
+    torch.rand(1000)  # whatever else consumed the RNG in between (validation, a new dataloader)
+    hook.before_train_iter(runner, 0)
+    assert torch.equal(torch.rand(5), a)
+    runner.iter = 18
+    hook.before_train_iter(runner, 0)
+    assert not torch.equal(torch.rand(5), a)
+    assert step_seed(0, 17) != step_seed(1, 17) and step_seed(0, 17) == step_seed(0, 17)

@@ -4,7 +4,8 @@
 Follows the OpenMMLab conventions (mmengine ``Runner``). ``--resume`` continues from the last
 checkpoint in the work dir (``last_checkpoint``) or from the given file. A work dir that already holds
 checkpoints is never overwritten silently: pass ``--resume`` to continue it, or choose another
-``--work-dir``.
+``--work-dir``. Every run writes ``run_report.json`` (config, git commit, package versions, seeds)
+into its work dir.
 """
 from __future__ import annotations
 
@@ -49,6 +50,10 @@ def main(argv=None) -> int:
                  "Pass --resume to continue that run, or --work-dir to start a new one; "
                  "reseg does not overwrite them.")
     runner = build_runner(cfg, work_dir=work_dir, resume=args.resume, launcher=args.launcher)
+    if runner.rank == 0:  # config, git commit, package versions and seeds of this run
+        from reseg.engine.determinism import write_run_report
+
+        runner.logger.info(f"run report: {write_run_report(runner, argv=sys.argv)}")
     runner.train()
     return 0
 

@@ -7,7 +7,7 @@ default_hooks = dict(
     timer=dict(type="IterTimerHook"),
     logger=dict(type="LoggerHook", interval=20, log_metric_by_epoch=False),
     param_scheduler=dict(type="ParamSchedulerHook"),
-    checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=500, max_keep_ckpts=2, save_last=True),
+    checkpoint=dict(type="SafeCheckpointHook", by_epoch=False, interval=500, max_keep_ckpts=2, save_last=True),
     sampler_seed=dict(type="DistSamplerSeedHook"),
 )
 custom_hooks = [dict(type="PlainCheckpointHook")]

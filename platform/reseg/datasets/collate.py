@@ -3,9 +3,16 @@
 Images keep their original sizes and every sample carries its own number of queries, so nothing is
 stacked here; the model's data preprocessor resizes and pads per branch (spec seg_token_family.md §1.5).
 Configs name it ``collate_fn=dict(type='reseg_collate')``.
+
+It also gives every sample without one a ``meta['seed']``, drawn from Python's :mod:`random` in the
+process that loads the data (a dataloader worker, seeded by mmengine, or the main process). Heads draw
+their training-time choices from it (``BaseHead.sample_rng``), so those choices are replayed with the
+data when mmengine fast-forwards the dataloader on ``--resume``: a resumed run sees the same
+conversations as an uninterrupted one. ``MixedDataset`` sets its own seed from ``(seed, epoch, index)``.
 """
 from __future__ import annotations
 
+import random
 from typing import Any, Sequence
 
 from mmengine.registry import FUNCTIONS as MMENGINE_FUNCTIONS
@@ -16,13 +23,16 @@ from reseg.structures import Sample
 
 @FUNCTIONS.register_module()
 def reseg_collate(batch: Sequence[Sample]) -> dict[str, Any]:
-    """``dict(samples=list[Sample])`` in the order of ``batch`` (checked to hold only samples)."""
+    """``dict(samples=list[Sample])`` in the order of ``batch`` (checked to hold only samples, each
+    given a ``meta['seed']`` if it has none; see the module docstring)."""
     samples = list(batch)
     for k, s in enumerate(samples):
         if not isinstance(s, Sample):
             raise TypeError(
                 f"reseg_collate expects reseg.structures.Sample items; item {k} is {type(s).__name__}"
             )
+        if s.meta.get("seed") is None:
+            s.meta["seed"] = random.getrandbits(63)
     return dict(samples=samples)
 
 

@@ -1,5 +1,6 @@
 """Runner glue: hooks, checkpoint handling, visualisation."""
-from .checkpoint import PlainCheckpointHook, load_checkpoint_file
+from .checkpoint import PlainCheckpointHook, SafeCheckpointHook, latest_checkpoint, load_checkpoint_file
+from .determinism import StepSeedHook, write_run_report
 from .visualization import SegVisualizationHook, overlay_panel
 
-__all__ = ["PlainCheckpointHook", "SegVisualizationHook", "load_checkpoint_file", "overlay_panel"]
+__all__ = ["PlainCheckpointHook", "SafeCheckpointHook", "latest_checkpoint", "SegVisualizationHook", "StepSeedHook", "write_run_report", "load_checkpoint_file", "overlay_panel"]

@@ -1,4 +1,4 @@
-"""Checkpoints that load under torch's ``weights_only=True`` without turning the safety check off.
+"""Checkpoints that load under torch's ``weights_only=True`` and survive a kill while being written.
 
 mmengine pickles non-tensor objects into its checkpoints (``HistoryBuffer`` instances in the message
 hub, holding numpy arrays), so ``torch.load`` under torch >= 2.6's default ``weights_only=True``
@@ -10,11 +10,16 @@ holds code.
 """
 from __future__ import annotations
 
-from typing import Any
+import os
+import re
+import tempfile
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
-from mmengine.hooks import Hook
+from mmengine.dist import is_main_process
+from mmengine.fileio import LocalBackend, register_backend
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging.history_buffer import HistoryBuffer
 
 from reseg.registry import HOOKS
@@ -83,8 +88,6 @@ class PlainCheckpointHook(Hook):
 
 def load_checkpoint_file(path: str, map_location: str = "cpu") -> dict:
     """Load a reseg/mmengine checkpoint safely (``weights_only=True``) and restore its objects."""
-    import os
-
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path!r}")
     try:
@@ -100,3 +103,122 @@ def load_checkpoint_file(path: str, map_location: str = "cpu") -> dict:
             if key in ckpt:
                 ckpt[key] = from_plain(ckpt[key])
     return ckpt
+
+
+# ---------------------------------------------------------------------------- atomic checkpoints
+
+#: mmengine file backend name of :class:`AtomicLocalBackend`.
+ATOMIC_BACKEND = "reseg_atomic_local"
+_STEP = re.compile(r"^(?:iter|epoch)_(\d+)\.pth$")
+
+
+def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader (or a kill) sees the old file or the new one, never half.
+
+    The bytes go to a temporary file in the same directory, are flushed to disk (``fsync``) and then
+    renamed over ``path`` (``os.replace`` is atomic on POSIX and Windows). A killed writer leaves at
+    most a ``.<name>.*.tmp`` file behind, which nothing reads.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+class AtomicLocalBackend(LocalBackend):
+    """mmengine's local file backend with atomic :meth:`put` / :meth:`put_text` (see :func:`atomic_write_bytes`)."""
+
+    def put(self, obj: bytes, filepath) -> None:
+        atomic_write_bytes(filepath, obj)
+
+    def put_text(self, obj: str, filepath, encoding: str = "utf-8") -> None:
+        atomic_write_bytes(filepath, obj.encode(encoding))
+
+
+register_backend(ATOMIC_BACKEND, AtomicLocalBackend, force=True)
+
+
+def checkpoint_step(path: str) -> Optional[int]:
+    """The iteration/epoch of an ``iter_N.pth`` / ``epoch_N.pth`` file name, else None."""
+    m = _STEP.match(os.path.basename(path))
+    return int(m.group(1)) if m else None
+
+
+def latest_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint ``--resume`` continues from: the newest complete one in ``work_dir``.
+
+    Checkpoints are written atomically (:class:`SafeCheckpointHook`), so every ``iter_N.pth`` present
+    is complete; the one with the largest N wins. ``last_checkpoint`` (mmengine's pointer, written
+    after the checkpoint) is used when it names an existing file at least as new, so a run whose
+    pointer is missing, empty, stale or names a deleted file still resumes from its newest checkpoint.
+    Returns None when there is nothing to resume.
+    """
+    if not os.path.isdir(work_dir):
+        return None
+    found = [(checkpoint_step(n), os.path.join(work_dir, n)) for n in os.listdir(work_dir)]
+    found = [(s, p) for s, p in found if s is not None and os.path.isfile(p)]
+    newest = max(found)[1] if found else None
+    pointer = os.path.join(work_dir, "last_checkpoint")
+    if os.path.isfile(pointer):
+        with open(pointer) as f:
+            named = f.read().strip()
+        if named and os.path.isfile(named):
+            s = checkpoint_step(named)
+            if newest is None or (s is not None and s >= checkpoint_step(newest)):
+                return named
+    return newest
+
+
+@HOOKS.register_module()
+class SafeCheckpointHook(CheckpointHook):
+    """mmengine's ``CheckpointHook`` with checkpoints that survive a kill at any moment.
+
+    Differences (everything else, arguments included, is mmengine's):
+
+    * checkpoints and ``last_checkpoint`` are written atomically (:class:`AtomicLocalBackend`) when
+      they go to a local directory: a kill while saving leaves the previous checkpoint as it was;
+    * ``max_keep_ckpts`` prunes old checkpoints only *after* the new one is complete (mmengine
+      deletes the oldest first, so ``max_keep_ckpts=1`` and a kill while saving left nothing).
+
+    ``reseg.engine.runner`` puts it in place of ``CheckpointHook`` in every config.
+    """
+
+    def __init__(self, *args, max_keep_ckpts: int = -1, backend_args: Optional[dict] = None,
+                 out_dir: Optional[str] = None, **kwargs) -> None:
+        local = out_dir is None or "://" not in str(out_dir)
+        if backend_args is None and local and not kwargs.get("file_client_args"):
+            backend_args = dict(backend=ATOMIC_BACKEND)
+        super().__init__(*args, max_keep_ckpts=-1, backend_args=backend_args, out_dir=out_dir, **kwargs)
+        self.keep_last = int(max_keep_ckpts)
+
+    def _save_checkpoint_with_step(self, runner, step, meta) -> None:
+        super()._save_checkpoint_with_step(runner, step, meta)
+        if not is_main_process():
+            return
+        atomic_write_bytes(os.path.join(runner.work_dir, "last_checkpoint"), str(self.last_ckpt).encode())
+        if self.keep_last > 0 and isinstance(self.out_dir, str) and os.path.isdir(self.out_dir):
+            steps = sorted((s, n) for n in os.listdir(self.out_dir) if (s := checkpoint_step(n)) is not None)
+            for _, name in steps[: -self.keep_last]:
+                path = os.path.join(self.out_dir, name)
+                if path != self.last_ckpt:
+                    os.remove(path)

@@ -9,7 +9,12 @@ What this adds to a plain ``Runner.from_cfg``:
   ``find_unused_parameters=True`` unless the config says otherwise;
 * :class:`~reseg.engine.checkpoint.PlainCheckpointHook` on every run, so checkpoints load under
   torch's ``weights_only=True``;
-* ``--resume``: continue from ``<work_dir>/last_checkpoint``, or a given checkpoint path.
+* :class:`~reseg.engine.checkpoint.SafeCheckpointHook` in place of mmengine's ``CheckpointHook``
+  (atomic writes, old checkpoints pruned only after the new one is complete);
+* :class:`~reseg.engine.determinism.StepSeedHook` on every run (torch reseeded per iteration, so a
+  resumed run draws the same dropout masks as an uninterrupted one);
+* ``--resume``: continue from the newest complete checkpoint of the work dir
+  (:func:`~reseg.engine.checkpoint.latest_checkpoint`), or a given checkpoint path.
 """
 from __future__ import annotations
 
@@ -50,9 +55,13 @@ def apply_runtime_defaults(cfg: Config) -> Config:
     env = cfg.setdefault("env_cfg", {})
     dist = env.setdefault("dist_cfg", {})
     dist.setdefault("backend", "nccl" if cuda else "gloo")
+    ckpt_hook = (cfg.get("default_hooks") or {}).get("checkpoint")
+    if isinstance(ckpt_hook, dict) and ckpt_hook.get("type") in ("CheckpointHook", "mmengine.CheckpointHook"):
+        ckpt_hook["type"] = "SafeCheckpointHook"  # same arguments; atomic writes, prune after saving
     hooks = list(cfg.get("custom_hooks", None) or [])
-    if not _has_hook(hooks, "PlainCheckpointHook"):
-        hooks.append(dict(type="PlainCheckpointHook"))
+    for name in ("PlainCheckpointHook", "StepSeedHook"):
+        if not _has_hook(hooks, name):
+            hooks.append(dict(type=name))
     cfg.custom_hooks = hooks
     return cfg
 
@@ -111,7 +120,15 @@ def build_runner(cfg: Config, work_dir: Optional[str] = None, resume: bool | str
             if not os.path.isfile(resume):
                 raise FileNotFoundError(f"--resume {resume!r}: no such checkpoint file")
             cfg.load_from = resume
-        cfg.resume = True
+        else:  # the newest complete checkpoint, whatever state last_checkpoint was left in
+            from reseg.engine.checkpoint import latest_checkpoint
+
+            latest = latest_checkpoint(cfg.work_dir)
+            if latest is None:  # nothing to continue: a fresh run (`make demo` passes --resume every time)
+                resume = False
+            else:
+                cfg.load_from = latest
+        cfg.resume = bool(resume)
     apply_runtime_defaults(cfg)
     if launcher == "pytorch" and not torch.cuda.is_available():
         init_cpu_distributed(cfg)
