@@ -202,3 +202,32 @@ def test_one_test_call_scores_every_benchmark_and_writes_metrics_json(synth_root
     assert result["baselines"]["empty"]["gres/N-acc"] == 1.0  # predicting nothing rejects every query
     assert {c["metric"] for c in result["conventions"]} >= {"GRESMetric", "FalsePremiseMetric"}
     assert len(list((tmp_path / "vis").rglob("*.png"))) > 0
+
+
+def test_a_nan_loss_stops_before_the_step_naming_iteration_and_samples(synth_root, tmp_path):
+    from reseg.engine.runner import build_runner
+
+    work = tmp_path / "work"
+    cfg = tiny_train_cfg(synth_root, str(tmp_path / "tok"), str(work), max_iters=6, batch_size=2, ckpt_interval=2)
+    cfg.train_cfg.val_interval = 1000
+    runner = build_runner(cfg)
+    head = runner.model.head
+    real_loss = head.loss
+    calls = []
+
+    def poisoned(ctx, lmm, mask_source):
+        out = real_loss(ctx, lmm, mask_source)
+        calls.append([s.sample_id for s in ctx.samples])
+        if len(calls) == 3:
+            out["loss_mask_dice"] = out["loss_mask_dice"] * float("nan")
+        return out
+
+    head.loss = poisoned
+    with pytest.raises(FloatingPointError) as err:
+        runner.train()
+    msg = str(err.value)
+    assert "iteration 3" in msg and "loss_mask_dice" in msg and str(calls[2]) in msg
+    saved = torch.load(work / "iter_2.pth", map_location="cpu", weights_only=True)["state_dict"]
+    now = runner.model.state_dict()
+    assert all(torch.equal(now[k], v) for k, v in saved.items())  # the NaN never reached the weights
+    assert not (work / "iter_4.pth").exists()

@@ -85,6 +85,7 @@ class ReasoningSegmentor(BaseModel):
     # ------------------------------------------------------------------ mmengine API
     def forward(self, samples: list[Sample], mode: str = "tensor") -> Any:
         if mode == "loss":
+            self._loss_sample_ids = [s.sample_id for s in samples]  # named if the loss is not finite
             ctx = self.prepare(samples, "train")
             self.run_lmm(ctx)
             return self.head.loss(ctx, self.lmm, self.mask_source)
@@ -122,7 +123,26 @@ class ReasoningSegmentor(BaseModel):
             vals = torch.stack([log_vars[k].detach().float().reshape(()) for k in names])
             dist.all_reduce(vals)
             log_vars = type(log_vars)((k, v / world) for k, v in zip(names, vals))
+        self._check_finite(log_vars)
         return loss, log_vars
+
+    def _check_finite(self, log_vars: dict) -> None:
+        """Stop on a NaN/inf loss *before* the optimizer step, naming the iteration, the loss terms and
+        the batch's samples; the weights and the last checkpoint stay as they were. Under DDP the
+        check reads the rank-averaged values, so every rank stops at the same iteration."""
+        bad = {k: float(v) for k, v in log_vars.items() if not bool(torch.isfinite(torch.as_tensor(v)).all())}
+        if not bad:
+            return
+        from mmengine.logging import MessageHub
+
+        it = MessageHub.get_current_instance().get_info("iter")
+        where = f"iteration {int(it) + 1}" if it is not None else "this iteration"
+        terms = ", ".join(f"{k}={float(v):.4g}" for k, v in log_vars.items())
+        raise FloatingPointError(
+            f"non-finite loss at {where} ({', '.join(bad)} not finite; {terms}); batch sample ids "
+            f"{getattr(self, '_loss_sample_ids', '?')}. Training stopped before the optimizer step, so the "
+            "weights and the last checkpoint are unchanged. Lower the learning rate, check these samples "
+            "(empty or corrupt masks?) or resume from the last checkpoint with --resume.")
 
     def val_step(self, data: Any) -> list:
         data = self.data_preprocessor(data, False)
