@@ -77,13 +77,14 @@ def test_latest_checkpoint_is_the_newest_complete_one_whatever_the_pointer_says(
 _SLOW_WRITER = r"""
 import os, sys, time
 import torch
+import reseg.fileio as fio
 import reseg.engine.checkpoint as ck
 
 def stall(fd):  # the bytes are in the temporary file; stop before it is renamed over the target
     print("WRITING", flush=True)
     time.sleep(60)
 
-ck.os.fsync = stall
+fio.os.fsync = stall
 ck.AtomicLocalBackend().put(b"x" * 5_000_000, sys.argv[1])
 """
 

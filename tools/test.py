@@ -1,6 +1,9 @@
 #!/usr/bin/env python
 """Evaluate a checkpoint: ``python tools/test.py CONFIG CHECKPOINT [--out-metrics metrics.json]``.
 
+CHECKPOINT is a reseg/mmengine ``.pth`` (read with ``weights_only=True``) or a ``.safetensors`` file
+(``reseg weights``); it must fit the config's model exactly (a mismatch is an error naming the keys).
+
 Runs the config's ``test_dataloader``/``test_evaluator`` (mmengine ``Runner.test``), prints a metrics
 table and, with ``--out-metrics``, writes one JSON object with every metric, the sample counts, the
 convention settings and (``--baselines``) the trivial baselines on the same data. With
@@ -84,7 +87,7 @@ def main(argv=None) -> int:
         cfg.merge_from_dict(args.cfg_options)
     if args.generate:
         cfg.model.val_mode = "generate"
-    cfg.load_from = args.checkpoint
+    cfg.load_from = None  # loaded strictly below (mmengine's load_from warns and goes on when keys differ)
     if args.dump_predictions:
         if os.path.exists(args.dump_predictions) and not args.overwrite_dump:
             sys.exit(f"error: {args.dump_predictions!r} exists; pass --overwrite-dump to replace it")
@@ -101,6 +104,14 @@ def main(argv=None) -> int:
 
     work_dir = args.work_dir or os.path.join("work_dirs", os.path.splitext(os.path.basename(args.config))[0])
     runner = build_runner(cfg, work_dir=work_dir, launcher=args.launcher)
+    from mmengine.model import is_model_wrapper
+
+    from reseg.engine.checkpoint import load_model_weights
+
+    try:
+        load_model_weights(runner.model.module if is_model_wrapper(runner.model) else runner.model, args.checkpoint)
+    except (ValueError, RuntimeError) as err:
+        sys.exit(f"error: {err}")
     metrics = runner.test()
     metrics = {k: (float(v) if hasattr(v, "__float__") and not isinstance(v, int) else v) for k, v in metrics.items()}
     from reseg.evaluation import evaluator_conventions
@@ -118,11 +129,9 @@ def main(argv=None) -> int:
         print(format_tables(metrics, result.get("baselines"),
                             f"{os.path.basename(args.config)} | {os.path.basename(args.checkpoint)} | {result['val_mode']}"))
         if args.out_metrics:
-            os.makedirs(os.path.dirname(os.path.abspath(args.out_metrics)), exist_ok=True)
-            tmp = args.out_metrics + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(result, f, indent=2, default=str)
-            os.replace(tmp, args.out_metrics)
+            from reseg.fileio import atomic_write_bytes
+
+            atomic_write_bytes(args.out_metrics, json.dumps(result, indent=2, default=str).encode())
             print(f"metrics written to {args.out_metrics}")
     return 0
 

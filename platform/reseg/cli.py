@@ -17,6 +17,7 @@ import difflib
 import fnmatch
 import json
 import logging
+import os
 import sys
 from typing import Any, Sequence
 
@@ -159,6 +160,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_weights(args: argparse.Namespace) -> int:
+    """``reseg weights CHECKPOINT OUT.safetensors``: the model weights of a checkpoint as safetensors."""
+    from reseg.engine.checkpoint import read_state_dict, save_model_weights
+
+    if os.path.exists(args.out) and not args.overwrite:
+        print(f"reseg weights: {args.out!r} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 2
+    sd = read_state_dict(args.checkpoint)
+    save_model_weights(sd, args.out)
+    print(f"wrote {len(sd)} tensors to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``reseg`` command."""
     parser = argparse.ArgumentParser(
@@ -194,6 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser(
+        "weights",
+        help="write a checkpoint's model weights as .safetensors",
+        description="Read CHECKPOINT (reseg/mmengine .pth, loaded with weights_only=True) and write its "
+        "model weights to OUT (.safetensors), which tools/test.py and load_model_weights read back.",
+    )
+    p.add_argument("checkpoint")
+    p.add_argument("out", help="output .safetensors file")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=cmd_weights)
     return parser
 
 

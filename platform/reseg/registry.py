@@ -57,6 +57,34 @@ class Registry(_MMRegistry):
             raise UnknownTypeError(self.unknown_type_message(key))
         return obj
 
+    def build(self, cfg: Any, *args: Any, **kwargs: Any) -> Any:
+        """mmengine's build; a config key the type does not take fails naming the closest one."""
+        try:
+            return super().build(cfg, *args, **kwargs)
+        except TypeError as err:
+            raise self._explain_unknown_argument(cfg, err) from None
+
+    def _explain_unknown_argument(self, cfg: Any, err: TypeError) -> TypeError:
+        import inspect
+        import re
+
+        msg = str(err)
+        typ = cfg.get("type") if hasattr(cfg, "get") else None
+        cls = self.get(typ) if isinstance(typ, str) else typ
+        name = getattr(cls, "__name__", None)
+        m = re.search(rf"\b{re.escape(str(name))}\.__init__\(\) got an unexpected keyword argument '(\w+)'", msg)
+        if m is None or "accepted arguments:" in msg:
+            return err
+        try:
+            params = [p for p, v in inspect.signature(cls).parameters.items()
+                      if v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD)]
+        except (TypeError, ValueError):
+            return err
+        bad = m.group(1)
+        close = difflib.get_close_matches(bad, params, n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        return TypeError(f"{msg}.{hint} {self.name} type {name!r}: accepted arguments: {', '.join(params)}")
+
     def __contains__(self, key: str) -> bool:
         try:
             return self.get(key) is not None

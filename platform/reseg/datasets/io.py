@@ -53,16 +53,54 @@ def require_key(record: Mapping[str, Any], key: str, where: str, expected: str =
     return record[key]
 
 
+#: Largest image (pixels) a loader decodes; ``RESEG_MAX_IMAGE_PIXELS`` overrides it. The default is
+#: Pillow's decompression-bomb error threshold (2 x 89.5 MP): a larger file is almost surely a mistake
+#: or an attack, and its masks at full size would not fit a training step anyway.
+MAX_IMAGE_PIXELS = 178_956_970
+
+#: (magic bytes that start a file of the format, bytes that end a complete one): JPEG's SOI and EOI
+#: markers, PNG's signature and IEND chunk. The format is read from the bytes, not the file name.
+_FORMAT_MARKERS = {"JPEG": (b"\xff\xd8\xff", b"\xff\xd9"), "PNG": (b"\x89PNG\r\n\x1a\n", b"IEND")}
+
+
+def max_image_pixels() -> int:
+    return int(os.environ.get("RESEG_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS))
+
+
 def read_image_rgb(path: PathLike) -> np.ndarray:
     """Read an image file as ``[H, W, 3] uint8`` RGB at its original size.
 
-    OpenCV reads it and BGR is converted to RGB, as LISA does (spec seg_token_family.md §1.5).
-    A missing file raises ``FileNotFoundError``; an unreadable one a :class:`DatasetFormatError`;
-    both name the file.
+    OpenCV reads it and BGR is converted to RGB, as LISA does (spec seg_token_family.md §1.5): the
+    EXIF orientation is applied, grayscale is repeated to 3 channels, an alpha channel is dropped and
+    16-bit images are scaled to 8 bits. Errors name the file:
+
+    * missing: ``FileNotFoundError``;
+    * not an image, or a JPEG/PNG that ends before its end marker (OpenCV would decode a truncated
+      file with a grey tail and only a warning on stderr): :class:`DatasetFormatError`;
+    * more than :func:`max_image_pixels` pixels (read from the header, before decoding):
+      :class:`DatasetFormatError`.
     """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"image not found: {p}")
+    with open(p, "rb") as f:
+        head = f.read(8)
+        f.seek(max(0, p.stat().st_size - 64))
+        tail = f.read()
+    for fmt, (start, end) in _FORMAT_MARKERS.items():
+        if head.startswith(start) and end not in tail:
+            raise DatasetFormatError(f"image file is truncated (a {fmt} without its end marker): {p}")
+    try:
+        from PIL import Image
+
+        with Image.open(p) as im:  # reads the header only
+            w, h = im.size
+    except Exception:  # not an image Pillow knows: OpenCV decides below
+        w = h = 0
+    if w * h > max_image_pixels():
+        raise DatasetFormatError(
+            f"image is {w}x{h} = {w * h} pixels, more than the limit of {max_image_pixels()}: {p} "
+            "(set RESEG_MAX_IMAGE_PIXELS to allow it)")
     bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
     if bgr is None or bgr.size == 0:
         raise DatasetFormatError(f"image could not be decoded (corrupt or not an image): {p}")
@@ -94,8 +132,11 @@ def coco_segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.
 
     * polygons (``[[x1, y1, x2, y2, ...], ...]``): each decoded with pycocotools, then OR-ed (the union;
       LISA sums them, spec seg_token_family.md §1.7). Polygons with fewer than 3 points are dropped
-      (ReLA/GSVA, spec §5.3).
-    * RLE dict with ``counts`` as a list (uncompressed) or a string (compressed).
+      (ReLA/GSVA, spec §5.3). Parts outside the image are clipped away first (exactly, by
+      :func:`clip_polygon`): pycocotools walks every edge pixel by pixel, so a vertex at 1e9 would
+      take minutes and gigabytes. A non-finite coordinate is an error (it exhausted memory).
+    * RLE dict with ``counts`` as a list (uncompressed) or a string (compressed); its ``size`` must be
+      ``[height, width]`` of the image.
     """
     with warnings.catch_warnings():
         # pycocotools 2.0.x + numpy 2 warn about the ``copy`` keyword inside pycocotools itself
@@ -112,6 +153,10 @@ def _coco_segmentation_to_mask(segmentation: Any, h: int, w: int) -> np.ndarray:
                 f"RLE segmentation needs keys 'counts' and 'size', got {sorted(segmentation)}"
             )
         rle = segmentation
+        size = [int(v) for v in rle["size"]] if isinstance(rle["size"], (list, tuple)) else rle["size"]
+        if size != [h, w]:
+            raise DatasetFormatError(
+                f"RLE segmentation has size {rle['size']} (height, width) but the image is {h}x{w}")
         if isinstance(rle["counts"], list):
             rle = mask_utils.frPyObjects(rle, h, w)
         elif isinstance(rle["counts"], str):
@@ -124,12 +169,53 @@ def _coco_segmentation_to_mask(segmentation: Any, h: int, w: int) -> np.ndarray:
         raise DatasetFormatError(
             f"segmentation must be a list of polygons or an RLE dict, got {type(segmentation).__name__}"
         )
-    polys = [list(map(float, p)) for p in segmentation if len(p) >= 6]
+    polys = []
+    for k, p in enumerate(segmentation):
+        try:
+            xy = np.asarray(p, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DatasetFormatError(f"polygon {k} is not a flat list of numbers: {str(p)[:80]}") from None
+        if xy.ndim != 1 or xy.size % 2:
+            raise DatasetFormatError(f"polygon {k} must be a flat [x1, y1, x2, y2, ...] list, got shape {xy.shape}")
+        if not np.isfinite(xy).all():
+            raise DatasetFormatError(f"polygon {k} has a non-finite coordinate (NaN or inf): {str(p)[:80]}")
+        if xy.size >= 6:
+            clipped = clip_polygon(xy.reshape(-1, 2), w, h)
+            if len(clipped) >= 3:
+                polys.append(clipped.reshape(-1).tolist())
     if not polys:
         return np.zeros((h, w), dtype=bool)
     rles = mask_utils.frPyObjects(polys, h, w)
     m = mask_utils.decode(rles)  # [H, W, P] uint8
     return m.any(axis=2)
+
+
+def clip_polygon(points: np.ndarray, width: int, height: int, margin: float = 1.0) -> np.ndarray:
+    """Clip a polygon (``[n, 2]`` x, y) to ``[-margin, width + margin] x [-margin, height + margin]``.
+
+    Sutherland-Hodgman against the four sides: the part inside the box is kept exactly, so the
+    rasterised mask is unchanged while no vertex lies far outside. Returns ``[m, 2]`` (``m`` may be
+    < 3 when nothing is inside).
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    lo_x, hi_x, lo_y, hi_y = -margin, width + margin, -margin, height + margin
+    if len(pts) and pts[:, 0].min() >= lo_x and pts[:, 0].max() <= hi_x and pts[:, 1].min() >= lo_y \
+            and pts[:, 1].max() <= hi_y:
+        return pts
+    for axis, bound, keep_below in ((0, lo_x, False), (0, hi_x, True), (1, lo_y, False), (1, hi_y, True)):
+        if not len(pts):
+            break
+        out = []
+        for a, b in zip(pts, np.roll(pts, -1, axis=0)):
+            a_in = a[axis] <= bound if keep_below else a[axis] >= bound
+            b_in = b[axis] <= bound if keep_below else b[axis] >= bound
+            if a_in:
+                out.append(a)
+            if a_in != b_in:  # the edge crosses the boundary: add the crossing point
+                t = (bound - a[axis]) / (b[axis] - a[axis])
+                out.append(a + t * (b - a))
+        pts = np.asarray(out, dtype=np.float64).reshape(-1, 2)
+    return pts
 
 
 # -- labelme / ReasonSeg masks ---------------------------------------------------------------------

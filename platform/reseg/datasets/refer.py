@@ -262,7 +262,10 @@ class RefCOCODataset(ResegDataset):
         return dict(image_id=iid, file_name=file_name, height=h, width=w)
 
     def _mask(self, ann_id: int, h: int, w: int) -> np.ndarray:
-        return coco_segmentation_to_mask(self._anns[ann_id], h, w)
+        try:
+            return coco_segmentation_to_mask(self._anns[ann_id], h, w)
+        except DatasetFormatError as err:
+            raise DatasetFormatError(f"{self.instances_file}: annotation id {ann_id}: {err}") from None
 
     def object_masks(self, index: int) -> np.ndarray:
         """``[N, H, W] bool``: every annotated object of item ``index`` (for the largest-object baseline)."""
@@ -294,7 +297,8 @@ class RefCOCODataset(ResegDataset):
         if image.shape[:2] != (h, w):
             raise DatasetFormatError(
                 f"{path}: image is {image.shape[1]}x{image.shape[0]} but {self.instances_file} "
-                f"says {w}x{h} (width x height) for image id {iid}"
+                f"says {w}x{h} (width x height) for image id {iid} (an EXIF orientation tag rotates "
+                "the image as it is read, as OpenCV and LISA do: is the annotation of the unrotated pixels?)"
             )
         cache: dict[int, np.ndarray] = {}
         queries = []

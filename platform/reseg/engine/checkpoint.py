@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -22,6 +21,7 @@ from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging.history_buffer import HistoryBuffer
 
+from reseg.fileio import atomic_write_bytes
 from reseg.registry import HOOKS
 
 _TAG = "__reseg_plain__"
@@ -112,39 +112,6 @@ ATOMIC_BACKEND = "reseg_atomic_local"
 _STEP = re.compile(r"^(?:iter|epoch)_(\d+)\.pth$")
 
 
-def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader (or a kill) sees the old file or the new one, never half.
-
-    The bytes go to a temporary file in the same directory, are flushed to disk (``fsync``) and then
-    renamed over ``path`` (``os.replace`` is atomic on POSIX and Windows). A killed writer leaves at
-    most a ``.<name>.*.tmp`` file behind, which nothing reads.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
-
-
 class AtomicLocalBackend(LocalBackend):
     """mmengine's local file backend with atomic :meth:`put` / :meth:`put_text` (see :func:`atomic_write_bytes`)."""
 
@@ -222,3 +189,57 @@ class SafeCheckpointHook(CheckpointHook):
                 path = os.path.join(self.out_dir, name)
                 if path != self.last_ckpt:
                     os.remove(path)
+
+
+# ---------------------------------------------------------------------------- model weights
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """The model weights of a reseg/mmengine checkpoint (``.pth``, read with ``weights_only=True``) or of
+    a ``.safetensors`` file (which holds tensors only by construction)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path!r}")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    ckpt = load_checkpoint_file(path)
+    sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"{path!r} holds no state dict of tensors (expected mmengine's {{'state_dict': ...}} "
+                         "or a plain {name: tensor} dict)")
+    return sd
+
+
+def load_model_weights(model: torch.nn.Module, path: str, strict: bool = True) -> None:
+    """Load ``path`` into ``model``; a checkpoint of another architecture is an error naming the keys.
+
+    ``strict=False`` loads the matching keys and only reports the rest (fine-tuning from a partial
+    checkpoint). mmengine's own ``load_from`` loads non-strictly with a warning, which would score a
+    half-loaded model; ``tools/test.py`` uses this instead.
+    """
+    sd = read_state_dict(path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    resized = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own
+               if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if strict and (missing or unexpected or resized):
+        raise ValueError(
+            f"checkpoint {path!r} does not fit this model (was it saved from another config or "
+            f"architecture?): {len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys "
+            f"{unexpected[:3]}, {len(resized)} of another shape {resized[:3]}")
+    model.load_state_dict({k: v for k, v in sd.items() if k in own and k not in resized}, strict=False)
+
+
+def save_model_weights(state_dict_or_model: Any, path: str) -> str:
+    """Write model weights as ``.safetensors`` (tensors only, loadable without any unpickling).
+
+    Shared storage (tied weights) is written once per tensor as a contiguous copy.
+    """
+    if not path.endswith(".safetensors"):
+        raise ValueError(f"save_model_weights writes .safetensors files, got {path!r}")
+    from safetensors.torch import save
+
+    sd = state_dict_or_model.state_dict() if isinstance(state_dict_or_model, torch.nn.Module) else state_dict_or_model
+    flat = {k: v.detach().cpu().contiguous().clone() for k, v in sd.items()}
+    atomic_write_bytes(path, save(flat, metadata={"format": "pt", "producer": "reseg"}))
+    return path

@@ -102,7 +102,7 @@ def write_run_report(runner, argv: Optional[list[str]] = None) -> str:
     if report["resumed_from"]:
         name = f"run_report.resume-{os.path.splitext(os.path.basename(str(report['resumed_from'])))[0]}.json"
     path = os.path.join(runner.work_dir, name)
-    from reseg.engine.checkpoint import atomic_write_bytes
+    from reseg.fileio import atomic_write_bytes
 
     atomic_write_bytes(path, json.dumps(report, indent=2, default=str).encode())
     return path

@@ -92,16 +92,9 @@ def _atomic_write(path: str, text: str, overwrite: bool) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename (never a half file)."""
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite-dump) to replace it.")
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from reseg.fileio import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 class PredictionDumper:

@@ -1,0 +1,39 @@
+"""File writes that a kill cannot leave half done (checkpoints, run reports, prediction dumps)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Union
+
+
+def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader (or a kill) sees the old file or the new one, never half.
+
+    The bytes go to a temporary file in the same directory, are flushed to disk (``fsync``) and then
+    renamed over ``path`` (``os.replace`` is atomic on POSIX and Windows). A killed writer leaves at
+    most a ``.<name>.*.tmp`` file behind, which nothing reads.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
