@@ -231,3 +231,34 @@ def test_a_nan_loss_stops_before_the_step_naming_iteration_and_samples(synth_roo
     now = runner.model.state_dict()
     assert all(torch.equal(now[k], v) for k, v in saved.items())  # the NaN never reached the weights
     assert not (work / "iter_4.pth").exists()
+
+
+def test_weights_export_to_safetensors_and_score_the_same(synth_root, tmp_path):
+    """`reseg weights CKPT OUT.safetensors`; tools/test.py gives identical metrics from either file."""
+    from reseg.cli import main as reseg_cli
+    from reseg.engine.runner import build_runner
+
+    work = tmp_path / "work"
+    cfg = tiny_train_cfg(synth_root, str(tmp_path / "tok"), str(work), max_iters=2, batch_size=2, ckpt_interval=2)
+    cfg.train_cfg.val_interval = 1000
+    build_runner(cfg).train()
+    cfg.test_dataloader = cfg.val_dataloader
+    cfg.test_evaluator = cfg.val_evaluator
+    cfg.test_cfg = dict(type="TestLoop")
+    path = _write_cfg(cfg, tmp_path / "cfg.py")
+    st = tmp_path / "model.safetensors"
+    assert reseg_cli(["weights", str(work / "iter_2.pth"), str(st)]) == 0
+    assert reseg_cli(["weights", str(work / "iter_2.pth"), str(st)]) == 2  # never overwritten silently
+    from safetensors import safe_open
+
+    with safe_open(str(st), "pt") as f:
+        assert any(k.startswith("head.projection") for k in f.keys())
+    sys.path.insert(0, str(ROOT / "tools"))
+    import test as test_tool
+
+    results = []
+    for ckpt in (work / "iter_2.pth", st):
+        out = tmp_path / f"{ckpt.suffix[1:]}.json"
+        assert test_tool.main([path, str(ckpt), "--work-dir", str(tmp_path / "t"), "--out-metrics", str(out)]) == 0
+        results.append(json.loads(out.read_text())["metrics"])
+    assert results[0] == results[1] and results[0]["seg/n_queries"] > 0
