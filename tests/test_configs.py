@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 
 import pytest
 from mmengine.config import Config
@@ -69,3 +70,47 @@ def test_real_lisa_schedule_counts_micro_batches(name):
     warm, decay = cfg.param_scheduler
     assert warm.end == 100 * accum and decay.begin == warm.end
     assert decay.end == cfg.train_cfg.max_iters and decay.end_factor == 0.0
+
+
+@pytest.mark.parametrize("suffix,stage", [("ds-zero2", 2), ("ds-zero3", 3)])
+def test_deepspeed_configs_build_with_lisas_optimiser_and_precision(suffix, stage):
+    """DeepSpeed cannot train here (no CUDA); its configs must build (docs/scaling.md)."""
+    from mmengine.registry import STRATEGIES
+
+    from reseg.engine.runner import apply_runtime_defaults, import_strategies
+
+    import_strategies()
+    cfg = Config.fromfile(os.path.join(ROOT, "configs", "lisa", f"lisa_llava15-7b_sam-vit-h_reasonseg_{suffix}.py"))
+    apply_runtime_defaults(cfg)
+    assert cfg.runner_type == "FlexibleRunner"
+    assert cfg.optim_wrapper.type == "DeepSpeedOptimWrapper"
+    assert dict(cfg.optim_wrapper.optimizer) == dict(type="AdamW", lr=3e-4, betas=(0.9, 0.95), weight_decay=0.0)
+    strategy = STRATEGIES.build(cfg.strategy)
+    ds = strategy.config
+    assert type(strategy).__name__ == "DeepSpeedStrategy" and ds["zero_optimization"]["stage"] == stage
+    # LISA's recipe (seg_token_family.md §1.4): bf16, clipping 1.0, 2 images x 10 accumulation steps
+    assert ds["bf16"] == {"enabled": True} and ds["gradient_clipping"] == 1.0
+    assert ds["gradient_accumulation_steps"] == 10 and ds["train_micro_batch_size_per_gpu"] == 2
+
+
+def test_fsdp_config_builds():
+    from mmengine.registry import STRATEGIES
+
+    from reseg.engine.runner import import_strategies
+
+    import_strategies()
+    cfg = Config.fromfile(os.path.join(ROOT, "configs", "lisa", "lisa_llava15-7b_sam-vit-h_reasonseg_fsdp.py"))
+    assert cfg.runner_type == "FlexibleRunner" and cfg.optim_wrapper.type == "OptimWrapper"
+    assert type(STRATEGIES.build(cfg.strategy)).__name__ == "FSDPStrategy"
+
+
+def test_train_strategy_flag_merges_a_preset_into_any_config():
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import train
+
+    cfg = Config.fromfile(os.path.join(ROOT, "configs", "lisa", "lisa_tiny_synthref.py"))
+    train.apply_strategy(cfg, "deepspeed_zero3")
+    assert cfg.strategy.zero_optimization.stage == 3 and cfg.runner_type == "FlexibleRunner"
+    assert cfg.optim_wrapper.clip_grad.max_norm == 1.0  # the config's own, translated when the runner is built
+    with pytest.raises(SystemExit, match="presets: deepspeed_zero2, deepspeed_zero3, fsdp"):
+        train.apply_strategy(cfg, "zero9")

@@ -26,8 +26,24 @@ def parse_args(argv=None):
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None,
                    help="override config keys, e.g. train_cfg.max_iters=100 model.lmm.lora.r=16")
     p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
+    p.add_argument("--strategy", help="merge a distributed strategy into the config: deepspeed_zero2, "
+                   "deepspeed_zero3, fsdp (configs/_base_/strategies) or a strategy config file")
     p.add_argument("--local_rank", "--local-rank", type=int, default=0)
     return p.parse_args(argv)
+
+
+STRATEGY_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "_base_",
+                            "strategies")
+
+
+def apply_strategy(cfg: Config, name: str) -> Config:
+    """Merge a strategy preset (``configs/_base_/strategies/<name>.py``) or file into ``cfg``."""
+    path = name if os.path.isfile(name) else os.path.join(STRATEGY_DIR, f"{name}.py")
+    if not os.path.isfile(path):
+        known = sorted(f[:-3] for f in os.listdir(STRATEGY_DIR) if f.endswith(".py"))
+        sys.exit(f"error: --strategy {name!r}: no such preset or file; presets: {', '.join(known)}")
+    cfg.merge_from_dict(Config.fromfile(path).to_dict())
+    return cfg
 
 
 def main(argv=None) -> int:
@@ -37,6 +53,8 @@ def main(argv=None) -> int:
     if not os.path.isfile(args.config):
         sys.exit(f"error: config file {args.config!r} does not exist")
     cfg = Config.fromfile(args.config)
+    if args.strategy:
+        apply_strategy(cfg, args.strategy)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from typing import Any, Optional
 
 import numpy as np
@@ -143,13 +144,13 @@ def latest_checkpoint(work_dir: str) -> Optional[str]:
     if not os.path.isdir(work_dir):
         return None
     found = [(checkpoint_step(n), os.path.join(work_dir, n)) for n in os.listdir(work_dir)]
-    found = [(s, p) for s, p in found if s is not None and os.path.isfile(p)]
+    found = [(s, p) for s, p in found if s is not None and os.path.exists(p)]  # DeepSpeed: directories
     newest = max(found)[1] if found else None
     pointer = os.path.join(work_dir, "last_checkpoint")
     if os.path.isfile(pointer):
         with open(pointer) as f:
             named = f.read().strip()
-        if named and os.path.isfile(named):
+        if named and os.path.exists(named):
             s = checkpoint_step(named)
             if newest is None or (s is not None and s >= checkpoint_step(newest)):
                 return named
@@ -188,7 +189,7 @@ class SafeCheckpointHook(CheckpointHook):
             for _, name in steps[: -self.keep_last]:
                 path = os.path.join(self.out_dir, name)
                 if path != self.last_ckpt:
-                    os.remove(path)
+                    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)  # DeepSpeed saves directories
 
 
 # ---------------------------------------------------------------------------- model weights

@@ -5,6 +5,9 @@ What this adds to a plain ``Runner.from_cfg``:
 * ``default_scope='reseg'`` and the plugins loaded before anything is built;
 * ``precision='auto'|'fp32'|'bf16'`` (config key): bf16 autocast (``AmpOptimWrapper``) on CUDA, fp32
   on CPU; ``dist_cfg.backend`` nccl on CUDA, gloo on CPU; the model device is mmengine's choice;
+* a config with a ``strategy`` (``configs/_base_/strategies``: DeepSpeed ZeRO-2/3, FSDP) runs on
+  mmengine's ``FlexibleRunner``; for DeepSpeed the config's optimiser is translated
+  (:func:`_translate_for_deepspeed`);
 * ``--launcher pytorch`` without CUDA: DDP over gloo (:func:`init_cpu_distributed`);
   ``find_unused_parameters=True`` unless the config says otherwise;
 * :class:`~reseg.engine.checkpoint.PlainCheckpointHook` on every run, so checkpoints load under
@@ -34,6 +37,52 @@ def _has_hook(hooks: list, name: str) -> bool:
     return False
 
 
+def import_strategies() -> None:
+    """Register mmengine's strategies (DeepSpeed, FSDP, ...) for ``FlexibleRunner`` configs.
+
+    mmengine 0.10.7's ``DeepSpeedStrategy.__init__`` registers DeepSpeed's optimizers without
+    ``force``, so a second strategy in one process (a second run in a notebook or a test session)
+    raised ``KeyError: 'DeepSpeedCPUAdam is already registered'``; the registration is made to
+    happen once.
+    """
+    import mmengine._strategy  # noqa: F401
+    import mmengine._strategy.deepspeed as ds
+
+    register = ds.register_deepspeed_optimizers
+    if getattr(register, "reseg_once", False):
+        return
+
+    def register_once() -> None:
+        from mmengine.registry import OPTIMIZERS
+
+        if "DeepSpeedCPUAdam" not in OPTIMIZERS.module_dict:
+            register()
+
+    register_once.reseg_once = True  # type: ignore[attr-defined]
+    ds.register_deepspeed_optimizers = register_once
+
+
+def _translate_for_deepspeed(cfg: Config) -> None:
+    """A config with ``strategy=dict(type='DeepSpeedStrategy')`` keeps its own optimiser: DeepSpeed
+    clips, accumulates and casts itself, so ``clip_grad`` becomes ``strategy.gradient_clipping``,
+    ``accumulative_counts`` ``strategy.gradient_accumulation_steps``, the train batch size
+    ``train_micro_batch_size_per_gpu``, and the wrapper ``DeepSpeedOptimWrapper``."""
+    strategy = cfg.get("strategy")
+    if not isinstance(strategy, dict) or str(strategy.get("type", "")).split(".")[-1] != "DeepSpeedStrategy":
+        return
+    optim = cfg.get("optim_wrapper") or {}
+    if optim.get("type", "OptimWrapper") not in ("OptimWrapper", "AmpOptimWrapper"):
+        return
+    clip = (optim.get("clip_grad") or {}).get("max_norm")
+    if clip is not None:
+        strategy.setdefault("gradient_clipping", float(clip))
+    strategy.setdefault("gradient_accumulation_steps", int(optim.get("accumulative_counts", 1)))
+    batch = (cfg.get("train_dataloader") or {}).get("batch_size")
+    if batch:
+        strategy.setdefault("train_micro_batch_size_per_gpu", int(batch))
+    cfg.optim_wrapper = dict(type="DeepSpeedOptimWrapper", optimizer=optim["optimizer"])
+
+
 def apply_runtime_defaults(cfg: Config) -> Config:
     """Fill the runtime settings every reseg run needs (see module docstring)."""
     cfg.setdefault("default_scope", "reseg")
@@ -45,6 +94,7 @@ def apply_runtime_defaults(cfg: Config) -> Config:
         precision = "bf16" if cuda else "fp32"
     if precision == "bf16" and not cuda:
         raise ValueError("precision='bf16' needs a CUDA device; use 'auto' or 'fp32' on CPU")
+    _translate_for_deepspeed(cfg)
     optim = cfg.get("optim_wrapper")
     if optim is not None and precision == "bf16" and optim.get("type", "OptimWrapper") == "OptimWrapper":
         optim["type"] = "AmpOptimWrapper"
@@ -130,6 +180,11 @@ def build_runner(cfg: Config, work_dir: Optional[str] = None, resume: bool | str
                 cfg.load_from = latest
         cfg.resume = bool(resume)
     apply_runtime_defaults(cfg)
+    if cfg.get("strategy") is not None or cfg.get("runner_type") == "FlexibleRunner":
+        from mmengine.runner import FlexibleRunner
+
+        import_strategies()
+        return FlexibleRunner.from_cfg(cfg)
     if launcher == "pytorch" and not torch.cuda.is_available():
         init_cpu_distributed(cfg)
     return Runner.from_cfg(cfg)

@@ -1,0 +1,13 @@
+# DeepSpeed ZeRO-2 through mmengine's FlexibleRunner: LISA's official setting (spec seg_token_family.md
+# §1.4: bf16, ZeRO stage 2 with contiguous gradients, overlap_comm and 5e8 buckets, clipping 1.0).
+# Merge into a config with `tools/train.py CONFIG --strategy deepspeed_zero2 --launcher pytorch`, or
+# inherit it. DeepSpeed needs CUDA to train (`pip install -e .[deepspeed]`); here it is only built.
+runner_type = "FlexibleRunner"
+strategy = dict(
+    type="DeepSpeedStrategy",
+    zero_optimization=dict(stage=2, contiguous_gradients=True, overlap_comm=True, reduce_scatter=True,
+                           reduce_bucket_size=5e8, allgather_bucket_size=5e8),
+    bf16=dict(enabled=True),
+)
+# The config's optim_wrapper is translated for DeepSpeed by reseg.engine.runner: its optimizer is kept,
+# clip_grad (1.0 in LISA's) becomes gradient_clipping and accumulative_counts gradient_accumulation_steps.

@@ -1,0 +1,3 @@
+# LISA-7B on ReasonSeg with DeepSpeed ZeRO-3 (mmengine FlexibleRunner); see docs/scaling.md.
+# torchrun --nproc-per-node 8 tools/train.py THIS_FILE --launcher pytorch --cfg-options model.lmm.pretrained=...
+_base_ = ["./lisa_llava15-7b_sam-vit-h_reasonseg.py", "../_base_/strategies/deepspeed_zero3.py"]

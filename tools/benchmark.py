@@ -1,0 +1,291 @@
+#!/usr/bin/env python
+"""Speed and memory of a reseg training step, measured (results go to docs/benchmarks.md).
+
+    python tools/benchmark.py overhead CONFIG [--iters 20] [--warmup 3] [--cfg-options k=v ...]
+    python tools/benchmark.py memory   CONFIG [--iters 4] [--variant NAME k=v ...]... [--cfg-options ...]
+    python tools/benchmark.py mfu      CONFIG [--iters 4] [--cfg-options ...]
+
+* ``overhead``: the platform's training iteration (mmengine ``Runner``: hooks, ``train_step``,
+  ``parse_losses``, ``OptimWrapper`` with clipping, parameter schedulers) against a bare PyTorch loop
+  over the same model, optimizer, clipping and dataloader (forward, sum of the ``loss*`` terms,
+  backward, clip, step, zero_grad; nothing else). Timed as bare, platform, bare in one process; the
+  ratio is platform / mean(bare). Target <= 1.05 (issue 8).
+* ``memory``: each variant (a set of config overrides, e.g. gradient checkpointing or LoRA) runs in
+  a fresh process, so its peak resident memory (``ru_maxrss``; a CPU process cannot reset it) is its
+  own; it reports peak RSS, the RSS growth during training steps, trainable parameters and the
+  median step time. ``--variant`` repeats; without it a standard set of switches is measured.
+* ``mfu``: FLOPs of one forward+backward (``torch.utils.flop_counter``), the achieved FLOP/s, this
+  machine's measured fp32 matmul FLOP/s, their ratio (model FLOP utilisation) and where a step's
+  time goes (data, shared image encoders + tokenising, LLM, head/decoder + losses, backward, step).
+
+Absolute times depend on the machine and whatever else runs on it; compare ratios from one run.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Optional
+
+import torch
+from mmengine.config import Config, DictAction
+
+#: The switches ``memory`` measures when no ``--variant`` is given (issue 8's memory presets that a
+#: CPU can show; bf16 and ZeRO need CUDA).
+DEFAULT_VARIANTS = {
+    "as configured": [],
+    "gradient checkpointing (LLM)": ["model.lmm.gradient_checkpointing=True"],
+    "LoRA r=8 q/v + lm_head/embed_tokens (LISA's recipe)": [
+        "model.lmm.lora.r=8", "model.lmm.trainable_modules=[lm_head,embed_tokens]"],
+    "LoRA + gradient checkpointing": [
+        "model.lmm.lora.r=8", "model.lmm.trainable_modules=[lm_head,embed_tokens]",
+        "model.lmm.gradient_checkpointing=True"],
+    "SAM image encoder trained (not frozen)": ["model.mask_source.freeze_image_encoder=False"],
+}
+
+
+def load_cfg(path: str, options: Optional[dict]) -> Config:
+    cfg = Config.fromfile(path)
+    for key in options or {}:  # `model.lmm.lora.r=8` on a config whose lora is None: start from {}
+        parts = key.split(".")
+        node = cfg
+        for part in parts[:-1]:
+            if node.get(part, 0) is None:
+                node[part] = {}
+            node = node.get(part, {})
+            if not hasattr(node, "get"):
+                break
+    if options:
+        cfg.merge_from_dict(options)
+    cfg.train_dataloader.num_workers = 0  # data loading in the measured process, the same for both loops
+    cfg.train_dataloader.persistent_workers = False
+    return cfg
+
+
+def _lora_fix(cfg: Config) -> None:
+    lmm = cfg.model.lmm
+    if isinstance(lmm.get("lora"), dict) and "r" in lmm.lora and lmm.lora.get("lora_alpha") is None:
+        lmm.lora.lora_alpha = 2 * lmm.lora.r
+
+
+def build(cfg: Config, work_dir: str, iters: int):
+    from reseg.engine.runner import build_runner
+
+    cfg.train_cfg.max_iters = iters
+    cfg.train_cfg.val_interval = 10**9
+    cfg.default_hooks.checkpoint.interval = 10**9
+    cfg.default_hooks.checkpoint.save_last = False
+    cfg.default_hooks.logger.interval = 10**9
+    cfg.param_scheduler = [dict(type="ConstantLR", factor=1.0, by_epoch=False, begin=0, end=iters)]
+    _lora_fix(cfg)
+    return build_runner(cfg, work_dir=work_dir)
+
+
+def bare_steps(model, optimizer, loader, n: int, clip: Optional[float]) -> list[float]:
+    """The bare PyTorch loop; returns per-step seconds (data loading included)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    it = iter(loader)
+    times = []
+    model.train()
+    for _ in range(n):
+        t0 = time.perf_counter()
+        batch = next(it)
+        losses = model(batch["samples"], mode="loss")
+        loss = sum(v for k, v in losses.items() if "loss" in k)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def platform_steps(runner) -> list[float]:
+    """Per-iteration seconds of ``runner.train()`` (every hook included), from a hook of our own."""
+    from mmengine.hooks import Hook
+
+    times: list[float] = []
+
+    class Stopwatch(Hook):
+        priority = "HIGHEST"
+
+        def before_train_iter(self, runner, batch_idx, data_batch=None):
+            self.t0 = time.perf_counter()
+
+    class StopwatchEnd(Hook):
+        priority = "LOWEST"
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            times.append(time.perf_counter() - sw.t0)
+
+    sw = Stopwatch()
+    runner.register_hook(sw)
+    runner.register_hook(StopwatchEnd())
+    runner.train()
+    return times
+
+
+def cmd_overhead(args) -> dict:
+    cfg = load_cfg(args.config, args.cfg_options)
+    total = args.warmup + args.iters
+    loader_cfg = copy.deepcopy(cfg.train_dataloader)  # mmengine's build_dataloader consumes its dict
+    runner = build(cfg, os.path.join(args.work_dir, "overhead"), total)
+    model = runner.model
+    optim_cfg = cfg.optim_wrapper
+    clip = (optim_cfg.get("clip_grad") or {}).get("max_norm")
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                            **{k: v for k, v in optim_cfg.optimizer.items() if k != "type"})
+    bare1 = bare_steps(model, opt, runner.build_dataloader(copy.deepcopy(loader_cfg)), total, clip)[args.warmup:]
+    plat = platform_steps(runner)[args.warmup:]  # warm-up iterations dropped, as for the bare loop
+    bare2 = bare_steps(model, opt, runner.build_dataloader(copy.deepcopy(loader_cfg)), total, clip)[args.warmup:]
+    bare = statistics.median(bare1 + bare2)
+    p = statistics.median(plat)
+    return dict(config=args.config, iters=args.iters, bare_median_s=round(bare, 4), platform_median_s=round(p, 4),
+                ratio=round(p / bare, 3), bare_mean_s=round(statistics.mean(bare1 + bare2), 4),
+                platform_mean_s=round(statistics.mean(plat), 4), threads=torch.get_num_threads())
+
+
+def _probe(args) -> dict:
+    """(subprocess) peak RSS and step time of a few bare training steps of one variant."""
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cfg = load_cfg(args.config, args.cfg_options)
+    loader_cfg = copy.deepcopy(cfg.train_dataloader)
+    runner = build(cfg, os.path.join(args.work_dir, "memory"), args.iters)
+    model = runner.model
+    loader = runner.build_dataloader(loader_cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    rss_built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times = bare_steps(model, opt, loader, args.iters, 1.0)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return dict(peak_rss_mb=round(rss / 1024, 1), built_rss_mb=round(rss_built / 1024, 1),
+                step_growth_mb=round((rss - rss_built) / 1024, 1), start_rss_mb=round(rss0 / 1024, 1),
+                trainable_params=sum(p.numel() for p in params),
+                total_params=sum(p.numel() for p in model.parameters()),
+                step_s=round(statistics.median(times[1:] or times), 3))
+
+
+def cmd_memory(args) -> dict:
+    variants = dict(DEFAULT_VARIANTS) if not args.variant else {v[0]: v[1:] for v in args.variant}
+    base = [f"{k}={v}" for k, v in (args.raw_cfg_options or {}).items()]
+    rows = {}
+    for name, opts in variants.items():
+        cmd = [sys.executable, os.path.abspath(__file__), "_probe", args.config, "--iters", str(args.iters),
+               "--work-dir", args.work_dir]
+        if base or opts:
+            cmd += ["--cfg-options", *base, *opts]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            rows[name] = dict(error=(done.stderr or done.stdout).strip().splitlines()[-1][:300])
+            continue
+        rows[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    return dict(config=args.config, iters=args.iters, variants=rows)
+
+
+def matmul_flops(n: int = 2048, reps: int = 10) -> float:
+    """This machine's fp32 matmul FLOP/s (the best of ``reps`` n x n x n products)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def cmd_mfu(args) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = load_cfg(args.config, args.cfg_options)
+    loader_cfg = copy.deepcopy(cfg.train_dataloader)
+    runner = build(cfg, os.path.join(args.work_dir, "mfu"), args.iters + 1)
+    model = seg = runner.model
+    loader = runner.build_dataloader(loader_cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    it = iter(loader)
+    batch = next(it)
+    with FlopCounterMode(display=False) as counter:
+        losses = model(batch["samples"], mode="loss")
+        sum(v for k, v in losses.items() if "loss" in k).backward()
+    flops = counter.get_total_flops()
+    opt.zero_grad(set_to_none=True)
+    phases: dict[str, list[float]] = {k: [] for k in ("data", "encoders+tokenise", "llm", "head+losses",
+                                                      "backward", "optimizer")}
+    steps = []
+    for _ in range(args.iters):
+        t = [time.perf_counter()]
+        batch = next(it)
+        t.append(time.perf_counter())
+        ctx = seg.prepare(batch["samples"], "train")
+        t.append(time.perf_counter())
+        seg.run_lmm(ctx)
+        t.append(time.perf_counter())
+        losses = seg.head.loss(ctx, seg.lmm, seg.mask_source)
+        t.append(time.perf_counter())
+        sum(v for k, v in losses.items() if "loss" in k).backward()
+        t.append(time.perf_counter())
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        t.append(time.perf_counter())
+        for name, a, b in zip(phases, t, t[1:]):
+            phases[name].append(b - a)
+        steps.append(t[-1] - t[1])  # compute only (data excluded) for the FLOP rate
+    step = statistics.median(steps)
+    peak = matmul_flops()
+    achieved = flops / step
+    total = sum(statistics.median(v) for v in phases.values())
+    return dict(config=args.config, flops_per_step=flops, compute_step_s=round(step, 4),
+                achieved_gflops=round(achieved / 1e9, 2), matmul_peak_gflops=round(peak / 1e9, 2),
+                mfu=round(achieved / peak, 4),
+                phases={k: dict(s=round(statistics.median(v), 4), share=round(statistics.median(v) / total, 3))
+                        for k, v in phases.items()},
+                total_params=sum(p.numel() for p in model.parameters()), threads=torch.get_num_threads())
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("command", choices=["overhead", "memory", "mfu", "_probe"])
+    p.add_argument("config")
+    p.add_argument("--iters", type=int, default=None)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--variant", nargs="+", action="append", metavar=("NAME", "K=V"),
+                   help="memory: a named set of config overrides (repeatable)")
+    p.add_argument("--work-dir", default="work_dirs/benchmark")
+    p.add_argument("--out", help="append the result as one JSON line to this file")
+    p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None)
+    args = p.parse_args(argv)
+    args.raw_cfg_options = None
+    if args.cfg_options:
+        args.raw_cfg_options = {k: v for k, v in args.cfg_options.items()}
+    if args.iters is None:
+        args.iters = {"overhead": 20}.get(args.command, 4)
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    run = dict(overhead=cmd_overhead, memory=cmd_memory, mfu=cmd_mfu, _probe=_probe)[args.command]
+    result = run(args)
+    if args.command != "_probe":
+        result["command"] = "python tools/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    line = json.dumps(result, default=str)
+    print(line if args.command == "_probe" else json.dumps(result, indent=2, default=str))
+    if args.out and args.command != "_probe":
+        with open(args.out, "a") as f:
+            f.write(line + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
