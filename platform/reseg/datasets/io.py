@@ -132,9 +132,11 @@ def coco_segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.
 
     * polygons (``[[x1, y1, x2, y2, ...], ...]``): each decoded with pycocotools, then OR-ed (the union;
       LISA sums them, spec seg_token_family.md §1.7). Polygons with fewer than 3 points are dropped
-      (ReLA/GSVA, spec §5.3). Parts outside the image are clipped away first (exactly, by
-      :func:`clip_polygon`): pycocotools walks every edge pixel by pixel, so a vertex at 1e9 would
-      take minutes and gigabytes. A non-finite coordinate is an error (it exhausted memory).
+      (ReLA/GSVA, spec §5.3). Parts outside the image are clipped away first (:func:`clip_polygon`):
+      pycocotools walks every edge pixel by pixel, so a vertex at 1e9 would take minutes and
+      gigabytes. The clipped polygon covers the same area inside the image; pycocotools' rounding
+      along a cut edge can differ by a few pixels. A non-finite coordinate is an error (it
+      exhausted memory).
     * RLE dict with ``counts`` as a list (uncompressed) or a string (compressed); its ``size`` must be
       ``[height, width]`` of the image.
     """
@@ -193,9 +195,10 @@ def _coco_segmentation_to_mask(segmentation: Any, h: int, w: int) -> np.ndarray:
 def clip_polygon(points: np.ndarray, width: int, height: int, margin: float = 1.0) -> np.ndarray:
     """Clip a polygon (``[n, 2]`` x, y) to ``[-margin, width + margin] x [-margin, height + margin]``.
 
-    Sutherland-Hodgman against the four sides: the part inside the box is kept exactly, so the
-    rasterised mask is unchanged while no vertex lies far outside. Returns ``[m, 2]`` (``m`` may be
-    < 3 when nothing is inside).
+    Sutherland-Hodgman against the four sides: the part of the polygon inside the box is kept
+    exactly, and no vertex lies far outside. Rasterised by pycocotools, which walks each edge from
+    its end vertices, a cut edge can round differently by a pixel here and there (a few pixels per
+    mask). Returns ``[m, 2]`` (``m`` may be < 3 when nothing is inside).
     """
     pts = np.asarray(points, dtype=np.float64)
     lo_x, hi_x, lo_y, hi_y = -margin, width + margin, -margin, height + margin
