@@ -79,14 +79,9 @@ def load_state_dict_file(path: str | Path, key: str) -> dict:
             f"checkpoint not found: {str(p)!r} (config key {key}). reseg never downloads weights; "
             f"point {key} at a local file, e.g. --cfg-options {key}=/data/checkpoints/sam_vit_h_4b8939.pth"
         )
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from reseg.engine.checkpoint import read_state_dict
 
-        return load_file(str(p))
-    sd = torch.load(str(p), map_location="cpu", weights_only=True)
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    return sd
+    return read_state_dict(str(p))
 
 
 @MASK_SOURCES.register_module()
