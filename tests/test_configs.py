@@ -72,8 +72,8 @@ def test_real_lisa_schedule_counts_micro_batches(name):
     assert decay.end == cfg.train_cfg.max_iters and decay.end_factor == 0.0
 
 
-@pytest.mark.parametrize("suffix,stage", [("ds-zero2", 2), ("ds-zero3", 3)])
-def test_deepspeed_configs_build_with_lisas_optimiser_and_precision(suffix, stage):
+@pytest.mark.parametrize("suffix,stage,accum", [("ds-zero2", 2, 10), ("ds-zero3", 3, 10), ("1x24g", 2, 80)])
+def test_deepspeed_configs_build_with_lisas_optimiser_and_precision(suffix, stage, accum):
     """DeepSpeed cannot train here (no CUDA); its configs must build (docs/scaling.md)."""
     from mmengine.registry import STRATEGIES
 
@@ -90,7 +90,11 @@ def test_deepspeed_configs_build_with_lisas_optimiser_and_precision(suffix, stag
     assert type(strategy).__name__ == "DeepSpeedStrategy" and ds["zero_optimization"]["stage"] == stage
     # LISA's recipe (seg_token_family.md §1.4): bf16, clipping 1.0, 2 images x 10 accumulation steps
     assert ds["bf16"] == {"enabled": True} and ds["gradient_clipping"] == 1.0
-    assert ds["gradient_accumulation_steps"] == 10 and ds["train_micro_batch_size_per_gpu"] == 2
+    assert ds["gradient_accumulation_steps"] == accum and ds["train_micro_batch_size_per_gpu"] == 2
+    assert cfg.train_cfg.max_iters == 5000 * accum  # micro-batches: 5000 optimizer steps either way
+    if suffix == "1x24g":
+        assert ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+        assert ds["zero_optimization"]["overlap_comm"] is True  # the rest of the ZeRO-2 preset is kept
 
 
 def test_fsdp_config_builds():
