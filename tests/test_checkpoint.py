@@ -170,3 +170,21 @@ def test_step_seed_hook_makes_dropout_a_function_of_the_iteration():
     hook.before_train_iter(runner, 0)
     assert not torch.equal(torch.rand(5), a)
     assert step_seed(0, 17) != step_seed(1, 17) and step_seed(0, 17) == step_seed(0, 17)
+
+
+def test_load_model_weights_strict_names_keys_and_non_strict_loads_what_fits(tmp_path):
+    from reseg.engine.checkpoint import load_model_weights
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    sd = {k: torch.full_like(v, 7.0) for k, v in model.state_dict().items()}
+    sd["1.weight"] = torch.zeros(5, 4)  # resized
+    sd["2.weight"] = torch.zeros(1)  # unexpected
+    del sd["1.bias"]  # missing
+    path = tmp_path / "partial.pth"
+    torch.save({"state_dict": sd}, path)
+    with pytest.raises(ValueError, match=r"1 missing keys \['1.bias'\].*1 unexpected keys \['2.weight'\].*"
+                                         r"1 of another shape \['1.weight \(5, 4\) vs \(2, 4\)'\]"):
+        load_model_weights(model, str(path))
+    report = load_model_weights(model, str(path), strict=False)
+    assert report == dict(missing=["1.bias"], unexpected=["2.weight"], resized=["1.weight"])
+    assert torch.equal(model[0].weight, torch.full((4, 3), 7.0)) and not torch.equal(model[1].weight, torch.zeros(2, 4))

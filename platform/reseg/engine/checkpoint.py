@@ -210,10 +210,11 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     return sd
 
 
-def load_model_weights(model: torch.nn.Module, path: str, strict: bool = True) -> None:
+def load_model_weights(model: torch.nn.Module, path: str, strict: bool = True) -> dict[str, list[str]]:
     """Load ``path`` into ``model``; a checkpoint of another architecture is an error naming the keys.
 
-    ``strict=False`` loads the matching keys and only reports the rest (fine-tuning from a partial
+    ``strict=False`` loads the keys whose names and shapes match and returns the rest
+    (``missing``, ``unexpected``, ``resized``) for the caller to report (fine-tuning from a partial
     checkpoint). mmengine's own ``load_from`` loads non-strictly with a warning, which would score a
     half-loaded model; ``tools/test.py`` uses this instead.
     """
@@ -221,14 +222,16 @@ def load_model_weights(model: torch.nn.Module, path: str, strict: bool = True) -
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
-    resized = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own
-               if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    resized = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
     if strict and (missing or unexpected or resized):
+        shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in resized[:3]]
         raise ValueError(
             f"checkpoint {path!r} does not fit this model (was it saved from another config or "
             f"architecture?): {len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys "
-            f"{unexpected[:3]}, {len(resized)} of another shape {resized[:3]}")
-    model.load_state_dict({k: v for k, v in sd.items() if k in own and k not in resized}, strict=False)
+            f"{unexpected[:3]}, {len(resized)} of another shape {shapes}")
+    skip = set(resized)
+    model.load_state_dict({k: v for k, v in sd.items() if k in own and k not in skip}, strict=False)
+    return dict(missing=missing, unexpected=unexpected, resized=resized)
 
 
 def save_model_weights(state_dict_or_model: Any, path: str) -> str:
