@@ -16,6 +16,11 @@ export PYTHONHASHSEED := 0
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q "setuptools<82" wheel
+	$(VPY) -m pip install -q -e .
+	touch $@
+
+# The test extra (pytest, deepspeed for the strategy configs) only for `make test`: the demo skips it.
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(VPY) -m pip install -q -e ".[test]"
 	touch $@
 
@@ -36,10 +41,10 @@ demo: pretrain
 	$(VPY) tools/test.py $(CONFIG) "$$(cat $(WORK)/last_checkpoint)" --work-dir $(WORK) --baselines \
 		--out-metrics $(WORK)/metrics.json --show-dir $(WORK)/vis
 
-test: venv
+test: $(VENV)/.installed-test
 	$(VPY) -m pytest -q
 
-test-slow: venv
+test-slow: $(VENV)/.installed-test
 	$(VPY) -m pytest -q -m slow
 
 clean-demo:
