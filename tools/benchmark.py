@@ -79,6 +79,8 @@ def build(cfg: Config, work_dir: str, iters: int):
 
     cfg.train_cfg.max_iters = iters
     cfg.train_cfg.val_interval = 10**9
+    # no validation at all: mmengine's IterBasedTrainLoop also validates after the last iteration
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     cfg.default_hooks.checkpoint.interval = 10**9
     cfg.default_hooks.checkpoint.save_last = False
     cfg.default_hooks.logger.interval = 10**9
