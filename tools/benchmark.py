@@ -65,6 +65,7 @@ def load_cfg(path: str, options: Optional[dict]) -> Config:
         cfg.merge_from_dict(options)
     cfg.train_dataloader.num_workers = 0  # data loading in the measured process, the same for both loops
     cfg.train_dataloader.persistent_workers = False
+    cfg.train_dataloader.sampler.seed = 0  # every loader built from it yields the same batches
     return cfg
 
 
@@ -87,6 +88,17 @@ def build(cfg: Config, work_dir: str, iters: int):
     cfg.param_scheduler = [dict(type="ConstantLR", factor=1.0, by_epoch=False, begin=0, end=iters)]
     _lora_fix(cfg)
     return build_runner(cfg, work_dir=work_dir)
+
+
+def reseed() -> None:
+    """The same queries and templates in every measured loop (their number sets a step's work)."""
+    import random
+
+    import numpy as np
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
 
 
 def bare_steps(model, optimizer, loader, n: int, clip: Optional[float]) -> list[float]:
@@ -144,12 +156,20 @@ def cmd_overhead(args) -> dict:
     clip = (optim_cfg.get("clip_grad") or {}).get("max_norm")
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                             **{k: v for k, v in optim_cfg.optimizer.items() if k != "type"})
+    # the same batches in all three loops (fixed sampler seed, RNGs reseeded); the platform's time
+    # excludes its data loading (mmengine fetches the batch before before_train_iter), the bare
+    # loop's includes it, so the ratio errs in the platform's favour by the data time
+    reseed()
     bare1 = bare_steps(model, opt, runner.build_dataloader(copy.deepcopy(loader_cfg)), total, clip)[args.warmup:]
+    reseed()
     plat = platform_steps(runner)[args.warmup:]  # warm-up iterations dropped, as for the bare loop
+    reseed()
     bare2 = bare_steps(model, opt, runner.build_dataloader(copy.deepcopy(loader_cfg)), total, clip)[args.warmup:]
     bare = statistics.median(bare1 + bare2)
     p = statistics.median(plat)
-    return dict(config=args.config, iters=args.iters, bare_median_s=round(bare, 4), platform_median_s=round(p, 4),
+    return dict(config=args.config, iters=args.iters, bare1_s=[round(t, 3) for t in bare1],
+                platform_s=[round(t, 3) for t in plat], bare2_s=[round(t, 3) for t in bare2],
+                bare_median_s=round(bare, 4), platform_median_s=round(p, 4),
                 ratio=round(p / bare, 3), bare_mean_s=round(statistics.mean(bare1 + bare2), 4),
                 platform_mean_s=round(statistics.mean(plat), 4), threads=torch.get_num_threads())
 
