@@ -69,12 +69,6 @@ def load_cfg(path: str, options: Optional[dict]) -> Config:
     return cfg
 
 
-def _lora_fix(cfg: Config) -> None:
-    lmm = cfg.model.lmm
-    if isinstance(lmm.get("lora"), dict) and "r" in lmm.lora and lmm.lora.get("lora_alpha") is None:
-        lmm.lora.lora_alpha = 2 * lmm.lora.r
-
-
 def build(cfg: Config, work_dir: str, iters: int):
     from reseg.engine.runner import build_runner
 
@@ -86,7 +80,6 @@ def build(cfg: Config, work_dir: str, iters: int):
     cfg.default_hooks.checkpoint.save_last = False
     cfg.default_hooks.logger.interval = 10**9
     cfg.param_scheduler = [dict(type="ConstantLR", factor=1.0, by_epoch=False, begin=0, end=iters)]
-    _lora_fix(cfg)
     return build_runner(cfg, work_dir=work_dir)
 
 
