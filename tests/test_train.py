@@ -262,3 +262,24 @@ def test_weights_export_to_safetensors_and_score_the_same(synth_root, tmp_path):
         assert test_tool.main([path, str(ckpt), "--work-dir", str(tmp_path / "t"), "--out-metrics", str(out)]) == 0
         results.append(json.loads(out.read_text())["metrics"])
     assert results[0] == results[1] and results[0]["seg/n_queries"] > 0
+
+
+def test_benchmark_tool_measures_overhead_mfu_and_memory(synth_root, tmp_path):
+    """tools/benchmark.py on the test-sized model: every subcommand runs and reports sane numbers."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import benchmark
+
+    cfg = tiny_train_cfg(synth_root, str(tmp_path / "tok"), str(tmp_path / "work"), max_iters=3, batch_size=2)
+    path = _write_cfg(cfg, tmp_path / "cfg.py")
+    out = tmp_path / "bench.jsonl"
+    common = ["--work-dir", str(tmp_path / "bench"), "--out", str(out)]
+    assert benchmark.main(["overhead", path, "--iters", "2", "--warmup", "1", *common]) == 0
+    assert benchmark.main(["mfu", path, "--iters", "2", *common]) == 0
+    assert benchmark.main(["memory", path, "--iters", "2", "--variant", "base",
+                           "--variant", "checkpointing", "model.lmm.gradient_checkpointing=True", *common]) == 0
+    overhead, mfu, memory = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(overhead["platform_s"]) == 2 and len(overhead["bare1_s"]) == 2 and overhead["ratio"] > 0
+    assert mfu["flops_per_step"] > 0 and 0 < mfu["mfu"] < 2
+    assert abs(sum(p["share"] for p in mfu["phases"].values()) - 1) < 0.01
+    assert set(memory["variants"]) == {"base", "checkpointing"}
+    assert all(v["peak_rss_mb"] >= v["built_rss_mb"] > 0 and v["step_s"] > 0 for v in memory["variants"].values())
