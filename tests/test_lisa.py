@@ -235,3 +235,25 @@ def test_seeded_sample_gives_the_same_conversations_whatever_the_global_rng(mode
     a = [(c.prompt, c.answer) for c in head.build_conversations(unseeded, "train")]
     random.seed(3)
     assert a == [(c.prompt, c.answer) for c in head.build_conversations(unseeded, "train")]
+
+
+def test_custom_sam_patch_size_sets_the_embedding_grid():
+    """A custom (tiny) SAM encoder may use a finer patch than SAM's 16: the image embedding, the
+    prompt encoder's grid and the dense-prompt frame follow it; an image size that is not a multiple
+    of the patch is refused, naming both."""
+    from reseg.registry import MASK_SOURCES
+
+    cfg = dict(type="SAMMaskSource", variant="custom", image_size=64, prompt_dim=16,
+               encoder=dict(embed_dim=16, depth=1, num_heads=2, patch_size=8), decoder_mlp_dim=32,
+               decoder_heads=2, iou_head_hidden_dim=16)
+    sam = MASK_SOURCES.build(cfg)
+    assert sam.embedding_size == (8, 8)
+    assert sam.mask_input_size == (32, 32)
+    emb = sam.embed(torch.zeros(1, 3, 64, 64))
+    assert tuple(emb.shape) == (1, 16, 8, 8)
+    low, _ = sam.decode(emb, torch.zeros(2, 1, 16))
+    assert tuple(low.shape) == (2, 1, 32, 32)
+    default = MASK_SOURCES.build(dict(cfg, encoder=dict(embed_dim=16, depth=1, num_heads=2)))
+    assert default.embedding_size == (4, 4)  # SAM's own patch 16
+    with pytest.raises(ValueError, match="image_size 60 must be a multiple of the encoder's patch_size 8"):
+        MASK_SOURCES.build(dict(cfg, image_size=60))

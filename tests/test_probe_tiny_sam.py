@@ -38,6 +38,37 @@ def test_probe_reports_giou_by_kind(synth_root, tmp_path, capsys, decoder, encod
     assert f"decoder {decoder}" in out and ("trained" in out) == bool(encoder)
 
 
+@pytest.mark.parametrize("query", [["--query", "encoder", "--causal"], ["--query", "llm"]])
+def test_probe_query_encoders_train_and_report_a_curve(synth_root, tmp_path, capsys, query):
+    import probe_tiny_sam
+
+    cfg = probe_config(tmp_path)
+    assert probe_tiny_sam.main(["--config", str(cfg), "--data", str(synth_root), "--steps", "3", "--batch", "2",
+                                "--val-images", "2", "--val-every", "2", *query]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"val after 2 steps: gIoU [0-9.]+ \(\d+\)", out)
+    label = "encoder causal" if "encoder" in query else "llm"
+    m = re.search(rf"oracle prompt \({label}\), decoder sam, encoder frozen: gIoU ([0-9.]+) on (\d+) ", out)
+    assert m and 0.0 <= float(m.group(1)) <= 1.0 and int(m.group(2)) > 0
+
+
+def test_expression_encoder_reads_the_query_token_and_ignores_padding():
+    """An expression's code does not depend on what else is in the batch (padding is masked),
+    and every word reaches it (the query token comes last, so a causal mask still sees them all)."""
+    import torch
+    from probe_tiny_sam import ExpressionEncoder
+
+    torch.manual_seed(0)
+    enc = ExpressionEncoder(vocab=20, width=16, heads=2, layers=2, causal=True).eval()
+    a, b = torch.tensor([3, 4, 5]), torch.tensor([7, 8, 9, 10, 11, 12])
+    with torch.no_grad():
+        alone = enc([a])
+        batched = enc([a, b])
+        other = enc([torch.tensor([3, 4, 6])])
+    torch.testing.assert_close(batched[0], alone[0], rtol=1e-5, atol=1e-5)
+    assert (other[0] - alone[0]).abs().max() > 1e-3  # the last word reaches the code
+
+
 def test_expression_kinds_follow_the_synthetic_phrasings():
     from probe_tiny_sam import expression_kind
 

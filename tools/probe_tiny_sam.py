@@ -16,8 +16,16 @@ cannot encode word order, so relations are its weak spot by construction).
 * ``--decoder dot``: replace SAM's mask decoder by a per-cell dot product of the prompt with the
   (1x1-projected) image embedding: the simplest query-to-mask readout, to tell the decoder's share
   of the difficulty from the encoder's.
+* ``--query``: what encodes the expression. ``bag`` (default): the bag of words above. ``encoder``:
+  a 4-layer pre-norm transformer (the tiny LLM's width and heads) over the expression's tokens and
+  positions, read at a learned query token appended after them (``--causal`` masks it causally, as
+  an LLM's). ``llm``: the config's own tiny LLaMA (a fresh one, text only: ``<s>`` + expression +
+  ``[SEG]``, read at ``[SEG]``), to tell the LLM architecture from LLaVA's image tokens and template.
+  Nothing of the image reaches the query code, so the code can only describe the query.
+* ``--val-every N``: also report the validation gIoU every N steps (the learning curve).
 
-    python tools/probe_tiny_sam.py [--config C] [--steps 300] [--train-encoder] [--decoder sam|dot] [--cfg-options k=v]
+    python tools/probe_tiny_sam.py [--config C] [--steps 300] [--train-encoder] [--decoder sam|dot]
+        [--query bag|encoder|llm] [--causal] [--val-every N] [--cfg-options k=v]
 """
 from __future__ import annotations
 
@@ -63,11 +71,74 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--train-encoder", action="store_true", help="train SAM's image encoder too")
     p.add_argument("--decoder", choices=("sam", "dot"), default="sam")
+    p.add_argument("--query", choices=("bag", "encoder", "llm"), default="bag",
+                   help="what encodes the expression (see the module docstring)")
+    p.add_argument("--causal", action="store_true", help="--query encoder: causal attention mask")
+    p.add_argument("--val-every", type=int, default=0, help="also validate every N steps (0: at the end only)")
     p.add_argument("--val-images", type=int, default=144)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None,
                    help="override config keys, e.g. model.mask_source.checkpoint=data/other/sam_tiny.pth")
     return p.parse_args(argv)
+
+
+class ExpressionEncoder(nn.Module):
+    """A small pre-norm transformer over an expression's tokens, read at a learned query token
+    appended after them (right padding, so no row is all padding under a causal mask), optionally
+    causal."""
+
+    def __init__(self, vocab: int, width: int, heads: int, layers: int = 4, causal: bool = False,
+                 max_len: int = 64) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(vocab, width)
+        self.positions = nn.Embedding(max_len, width)
+        self.query = nn.Parameter(torch.randn(width) * 0.02)
+        layer = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0, batch_first=True, norm_first=True)
+        self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.causal = causal
+
+    def forward(self, ids: list[torch.Tensor]) -> torch.Tensor:
+        """``[n, width]`` codes of ``n`` expressions given as token-id tensors."""
+        length = max(len(x) for x in ids) + 1
+        if length > self.positions.num_embeddings:
+            raise ValueError(f"expression of {length - 1} tokens exceeds the encoder's {self.positions.num_embeddings - 1}")
+        x = self.query.new_zeros(len(ids), length, self.query.shape[0])
+        pad = torch.ones(len(ids), length, dtype=torch.bool)
+        for i, t in enumerate(ids):
+            x[i, : len(t)] = self.tokens(t)
+            x[i, len(t)] = self.query
+            pad[i, : len(t) + 1] = False
+        x = x + self.positions(torch.arange(length))[None]
+        mask = nn.Transformer.generate_square_subsequent_mask(length) if self.causal else None
+        h = self.layers(x, mask=mask, src_key_padding_mask=pad)
+        read = torch.tensor([len(t) for t in ids])
+        return self.norm(h[torch.arange(len(ids)), read])
+
+
+class TinyLLMText(nn.Module):
+    """The config's tiny LLaMA (freshly initialised) on text only: ``<s>`` + expression + ``[SEG]``,
+    the last-layer state at ``[SEG]`` (left padding, so ``[SEG]`` is last)."""
+
+    def __init__(self, lmm_cfg: dict) -> None:
+        super().__init__()
+        from reseg.registry import LMMS
+
+        lmm = LMMS.build(lmm_cfg)
+        self.seg_id = lmm.add_tokens(["[SEG]"])[0]
+        self.tokenizer = lmm.tokenizer
+        self.lm = lmm.model.model.language_model
+
+    def forward(self, ids: list[torch.Tensor]) -> torch.Tensor:
+        tok = self.tokenizer
+        seqs = [torch.cat([torch.tensor([tok.bos_token_id]), t, torch.tensor([self.seg_id])]) for t in ids]
+        length = max(len(x) for x in seqs)
+        input_ids = torch.full((len(seqs), length), tok.pad_token_id, dtype=torch.long)
+        attention = torch.zeros(len(seqs), length, dtype=torch.long)
+        for i, x in enumerate(seqs):
+            input_ids[i, length - len(x):] = x
+            attention[i, length - len(x):] = 1
+        return self.lm(input_ids=input_ids, attention_mask=attention).last_hidden_state[:, -1]
 
 
 def main(argv=None) -> int:
@@ -87,20 +158,31 @@ def main(argv=None) -> int:
     bce_w, dice_w = float(head.get("bce_weight", 2.0)), float(head.get("dice_weight", 0.5))
     train, val = refer_splits(args.data, args.seed)
     width = int(lmm_cfg.tiny.text.hidden_size)
-    bag = nn.EmbeddingBag(len(tok), width, mode="mean")
+    if args.query == "bag":
+        query: nn.Module = nn.EmbeddingBag(len(tok), width, mode="mean")
+    elif args.query == "encoder":
+        query = ExpressionEncoder(len(tok), width, int(lmm_cfg.tiny.text.num_attention_heads), causal=args.causal)
+    else:
+        query = TinyLLMText(lmm_cfg.to_dict())
     proj = SegProjection(width, sam.prompt_dim)
     dot = nn.Conv2d(sam.prompt_dim, sam.prompt_dim, 1) if args.decoder == "dot" else None
     extra = list(dot.parameters()) if dot is not None else []
-    params = list(bag.parameters()) + list(proj.parameters()) + extra + [p for p in sam.parameters() if p.requires_grad]
+    params = ([p for p in query.parameters() if p.requires_grad] + list(proj.parameters()) + extra
+              + [p for p in sam.parameters() if p.requires_grad])
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        ids = [torch.tensor(tok(t, add_special_tokens=False).input_ids or [tok.unk_token_id]) for t in texts]
+        if args.query == "bag":
+            offsets = torch.tensor([0] + [len(x) for x in ids[:-1]]).cumsum(0)
+            return query(torch.cat(ids), offsets)
+        return query(ids)
 
     def forward(samples):
         pixels, sizes = sam.preprocess([s.image for s in samples])
         emb = sam.embed(pixels)
         logits, targets, texts = [], [], []
         for i, s in enumerate(samples):
-            ids = [torch.tensor(tok(q.text, add_special_tokens=False).input_ids or [tok.unk_token_id]) for q in s.queries]
-            offsets = torch.tensor([0] + [len(x) for x in ids[:-1]]).cumsum(0)
-            prompt = proj(bag(torch.cat(ids), offsets))  # [n, C]
+            prompt = proj(encode([q.text for q in s.queries]))  # [n, C]
             if dot is not None:
                 low = torch.einsum("nc,chw->nhw", prompt, dot(emb[i: i + 1])[0])[:, None]
                 low = F.interpolate(low, size=sam.mask_input_size, mode="bilinear", align_corners=False)
@@ -110,6 +192,26 @@ def main(argv=None) -> int:
             targets.append(torch.from_numpy(np.stack([q.target for q in s.queries])).float())
             texts += [q.text for q in s.queries]
         return logits, targets, texts
+
+    def validate() -> tuple[float, int, str]:
+        sam.eval()
+        query.eval()
+        per_kind: dict[str, list[float]] = collections.defaultdict(list)
+        with torch.no_grad():
+            n = min(args.val_images, len(val))
+            for start in range(0, n, args.batch):
+                logits, targets, texts = forward([val[k] for k in range(start, min(start + args.batch, n))])
+                for lg, tg in zip(logits, targets):
+                    for m, g in zip(lg, tg):
+                        p, t = m > 0, g > 0.5
+                        union = int((p | t).sum())
+                        iou = 1.0 if union == 0 else int((p & t).sum()) / union
+                        per_kind[expression_kind(texts.pop(0))].append(iou)
+        sam.train()
+        query.train()
+        all_ious = [v for vs in per_kind.values() for v in vs]
+        kinds = "  ".join(f"{k} {np.mean(v):.3f} ({len(v)})" for k, v in sorted(per_kind.items()))
+        return float(np.mean(all_ious)), len(all_ious), kinds
 
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
@@ -123,22 +225,13 @@ def main(argv=None) -> int:
         if step % 50 == 0 or step == args.steps - 1:
             print(f"step {step:4d}/{args.steps}  " + "  ".join(f"{k} {v.item():.4f}" for k, v in losses.items())
                   + f"  {time.time() - t0:.0f}s", flush=True)
-    sam.eval()
-    per_kind: dict[str, list[float]] = collections.defaultdict(list)
-    with torch.no_grad():
-        n = min(args.val_images, len(val))
-        for start in range(0, n, args.batch):
-            logits, targets, texts = forward([val[k] for k in range(start, min(start + args.batch, n))])
-            for lg, tg in zip(logits, targets):
-                for m, g in zip(lg, tg):
-                    p, t = m > 0, g > 0.5
-                    union = int((p | t).sum())
-                    iou = 1.0 if union == 0 else int((p & t).sum()) / union
-                    per_kind[expression_kind(texts.pop(0))].append(iou)
-    all_ious = [v for vs in per_kind.values() for v in vs]
-    kinds = "  ".join(f"{k} {np.mean(v):.3f} ({len(v)})" for k, v in sorted(per_kind.items()))
-    print(f"oracle prompt, decoder {args.decoder}, encoder {'trained' if args.train_encoder else 'frozen'}: "
-          f"gIoU {np.mean(all_ious):.3f} on {len(all_ious)} validation expressions after {args.steps} steps "
+        if args.val_every and (step + 1) % args.val_every == 0 and step + 1 < args.steps:
+            giou, n_val, kinds = validate()
+            print(f"  val after {step + 1} steps: gIoU {giou:.3f} ({n_val}); {kinds}", flush=True)
+    giou, n_val, kinds = validate()
+    print(f"oracle prompt ({args.query}{' causal' if args.causal and args.query == 'encoder' else ''}), "
+          f"decoder {args.decoder}, encoder {'trained' if args.train_encoder else 'frozen'}: "
+          f"gIoU {giou:.3f} on {n_val} validation expressions after {args.steps} steps "
           f"({time.time() - t0:.0f}s); by kind: {kinds}")
     return 0
 

@@ -53,7 +53,9 @@ def build_sam(
         enc = dict(SAM_VARIANTS[variant], window_size=14)
     else:
         raise ValueError(f"unknown SAM variant {variant!r}; expected one of {sorted(SAM_VARIANTS)} or 'custom'")
-    patch = 16
+    patch = int(enc.pop("patch_size", 16))  # released SAM: 16; a custom (tiny) encoder may use a finer grid
+    if image_size % patch:
+        raise ValueError(f"SAM image_size {image_size} must be a multiple of the encoder's patch_size {patch}")
     grid = image_size // patch
     return Sam(
         image_encoder=ImageEncoderViT(
