@@ -37,3 +37,25 @@ def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
         pass
     finally:
         os.close(dfd)
+
+
+def iter_json_objects(path: Union[str, os.PathLike], what: str, error: type = ValueError):
+    """``(line_no, where, obj)`` for each non-blank line of a JSON-lines file, in order.
+
+    ``where`` is ``"<path>, line <n>"`` for messages. A line that is not JSON, or not a JSON object,
+    raises ``error`` naming the file, the line and ``what`` each line should hold.
+    """
+    from json import JSONDecodeError, loads
+
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{os.fspath(path)}, line {n}"
+            try:
+                obj = loads(line)
+            except JSONDecodeError as err:
+                raise error(f"{where}: not valid JSON ({err.msg} at column {err.colno}); expected {what}") from None
+            if not isinstance(obj, dict):
+                raise error(f"{where}: expected a JSON object ({what}), got {type(obj).__name__}")
+            yield n, where, obj

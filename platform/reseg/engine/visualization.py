@@ -66,9 +66,10 @@ def _wrap(text: str, width_px: int, scale: float) -> list[str]:
 
 def overlay_panel(image: np.ndarray, gt: Optional[np.ndarray], pred: Optional[np.ndarray], text: str,
                   extra: str = "", min_height: int = 256,
-                  heatmaps: Optional[dict[str, np.ndarray]] = None) -> np.ndarray:
+                  heatmaps: Optional[dict[str, np.ndarray]] = None, show_gt: bool = True) -> np.ndarray:
     """Three panels (image | ground truth | prediction), then one per heat-map (``{name: [H, W]}`` in
-    [0, 1]), above the query text, as ``[H', W', 3] uint8``.
+    [0, 1]), above the query text, as ``[H', W', 3] uint8``. ``show_gt=False`` drops the
+    ground-truth panel (inference: there is none).
 
     Small images are upscaled (nearest; heat-maps bilinearly) to at least ``min_height`` so the text
     stays readable.
@@ -79,7 +80,7 @@ def overlay_panel(image: np.ndarray, gt: Optional[np.ndarray], pred: Optional[np
     img = up(image)
     gt_u = up(gt.astype(np.uint8)).astype(bool) if gt is not None else None
     pr_u = up(pred.astype(np.uint8)).astype(bool) if pred is not None else None
-    panels = [img, blend(img, gt_u, GT_COLOR), blend(img, pr_u, PRED_COLOR)]
+    panels = [img] + ([blend(img, gt_u, GT_COLOR)] if show_gt else []) + [blend(img, pr_u, PRED_COLOR)]
     names = list(heatmaps or {})
     for name in names:
         smap = cv2.resize(heatmaps[name].astype(np.float32), (w * s, h * s), interpolation=cv2.INTER_LINEAR)
@@ -87,7 +88,7 @@ def overlay_panel(image: np.ndarray, gt: Optional[np.ndarray], pred: Optional[np
     sep = np.full((img.shape[0], 4, 3), 255, np.uint8)
     row = np.concatenate([x for p in panels for x in (sep, p)][1:], 1)
     scale = 0.5
-    title = " | ".join(["image", "ground truth (green)", "prediction (red)"] + names)
+    title = " | ".join(["image"] + (["ground truth (green)"] if show_gt else []) + ["prediction (red)"] + names)
     lines = [title] + _wrap(f"Q: {text}", row.shape[1], scale)
     if extra:
         lines += _wrap(extra, row.shape[1], scale)

@@ -32,6 +32,7 @@ import numpy as np
 from mmengine.hooks import Hook
 
 from reseg.evaluation.functional import binarize_stack
+from reseg.fileio import iter_json_objects
 from reseg.registry import HOOKS
 from reseg.structures import QueryPrediction, Sample
 
@@ -250,28 +251,18 @@ def load_predictions(path: str) -> PredictionTable:
     or null for "no mask"). Duplicated (sample_id, query_index) pairs are an error.
     """
     table: PredictionTable = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not a JSON line ({e}).") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"{where}: each line must be a JSON object.")
-            for key in ("sample_id", "query_index", "mask_rle"):
-                if key not in rec:
-                    raise ValueError(f"{where}: missing required key {key!r} (docs/evaluation.md).")
-            q = rec["query_index"]
-            if isinstance(q, bool) or not isinstance(q, int) or q < 0:
-                raise ValueError(f"{where}: query_index must be an int >= 0, got {q!r}.")
-            sid = str(rec["sample_id"])
-            per_sample = table.setdefault(sid, {})
-            if q in per_sample:
-                raise ValueError(f"{where}: duplicate prediction for sample {sid!r}, query {q}.")
-            per_sample[q] = rec
+    for _, where, rec in iter_json_objects(path, "a prediction record (docs/evaluation.md)"):
+        for key in ("sample_id", "query_index", "mask_rle"):
+            if key not in rec:
+                raise ValueError(f"{where}: missing required key {key!r} (docs/evaluation.md).")
+        q = rec["query_index"]
+        if isinstance(q, bool) or not isinstance(q, int) or q < 0:
+            raise ValueError(f"{where}: query_index must be an int >= 0, got {q!r}.")
+        sid = str(rec["sample_id"])
+        per_sample = table.setdefault(sid, {})
+        if q in per_sample:
+            raise ValueError(f"{where}: duplicate prediction for sample {sid!r}, query {q}.")
+        per_sample[q] = rec
     return table
 
 
