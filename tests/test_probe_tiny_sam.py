@@ -88,3 +88,20 @@ def test_cfg_options_reach_the_mask_source(synth_root, tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         probe_tiny_sam.main(["--config", str(cfg), "--data", str(synth_root), "--steps", "1",
                              "--cfg-options", f"model.mask_source.checkpoint={missing}"])
+
+
+def test_tiny_llm_text_code_does_not_depend_on_batch_padding(tmp_path):
+    """The text-only LLaMA reads ``[SEG]`` of each expression; a longer neighbour in the batch (padding)
+    changes nothing, in train and in eval mode."""
+    import torch
+    from probe_tiny_sam import TinyLLMText
+
+    torch.manual_seed(0)
+    enc = TinyLLMText(tiny_lmm_cfg(str(tmp_path / "tokenizer"), lora=None))
+    a, b = torch.tensor([5, 6, 7]), torch.tensor([8, 9, 10, 11, 12, 13, 14])
+    for mode in (enc.train, enc.eval):
+        mode()
+        with torch.no_grad():
+            alone, batched = enc([a]), enc([a, b])
+        assert torch.isfinite(batched).all()
+        torch.testing.assert_close(batched[0], alone[0], rtol=1e-4, atol=1e-4)

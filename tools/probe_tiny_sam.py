@@ -118,7 +118,8 @@ class ExpressionEncoder(nn.Module):
 
 class TinyLLMText(nn.Module):
     """The config's tiny LLaMA (freshly initialised) on text only: ``<s>`` + expression + ``[SEG]``,
-    the last-layer state at ``[SEG]`` (left padding, so ``[SEG]`` is last)."""
+    the last-layer state at ``[SEG]``. Right padding, as the platform's collate pads: a left-padded
+    causal row would start with positions that may attend to nothing."""
 
     def __init__(self, lmm_cfg: dict) -> None:
         super().__init__()
@@ -136,9 +137,10 @@ class TinyLLMText(nn.Module):
         input_ids = torch.full((len(seqs), length), tok.pad_token_id, dtype=torch.long)
         attention = torch.zeros(len(seqs), length, dtype=torch.long)
         for i, x in enumerate(seqs):
-            input_ids[i, length - len(x):] = x
-            attention[i, length - len(x):] = 1
-        return self.lm(input_ids=input_ids, attention_mask=attention).last_hidden_state[:, -1]
+            input_ids[i, : len(x)] = x
+            attention[i, : len(x)] = 1
+        hidden = self.lm(input_ids=input_ids, attention_mask=attention).last_hidden_state
+        return hidden[torch.arange(len(seqs)), torch.tensor([len(x) - 1 for x in seqs])]
 
 
 def main(argv=None) -> int:
