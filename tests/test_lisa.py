@@ -79,6 +79,28 @@ def test_generation_without_seg_gives_empty_prediction(model):
         assert p.binary_mask().shape == (48, 64)
 
 
+def test_generation_budget_is_model_max_new_tokens(model, monkeypatch, tmp_path):
+    """``model.max_new_tokens`` reaches the head's generation (it used to be fixed at 32)."""
+    seen = []
+    real = model.lmm.generate
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["max_new_tokens"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model.lmm, "generate", spy)
+    monkeypatch.setattr(model, "max_new_tokens", 3)
+    model.eval()
+    with torch.no_grad():
+        out = model.predict([toy_sample()], generate=True)
+    model.train()
+    assert seen and set(seen) == {3}
+    assert all(len(model.lmm.tokenizer(p.text, add_special_tokens=False).input_ids) <= 3 + 2
+               for p in out[0]["predictions"])
+    with pytest.raises(ValueError, match="model.max_new_tokens must be an int >= 1, got 0"):
+        MODELS.build(dict(tiny_model_cfg(str(tmp_path / "tokenizer")), max_new_tokens=0))
+
+
 def test_mask_gradient_reaches_lora_and_projection(model):
     model.zero_grad()
     losses = model([toy_sample()], mode="loss")

@@ -292,7 +292,7 @@ class AnchorSegHead(LISAHead):
         size = ctx.samples[i].size
         ids, _ = lmm.encode(conv.prompt, None)
         gen, _ = lmm.generate(torch.tensor(ids, device=lmm.device), ctx.image_feats[i: i + 1],
-                              max_new_tokens=getattr(self, "max_new_tokens", 32))
+                              max_new_tokens=ctx.max_new_tokens)
         if self.seg_id not in gen:
             return QueryPrediction(masks=torch.zeros((0, *size)), exists=False, text=lmm.decode(gen),
                                    extras=self._heatmaps(None, size))

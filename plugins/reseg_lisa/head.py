@@ -254,7 +254,7 @@ class LISAHead(BaseHead):
                     continue
                 ids, _ = lmm.encode(conv.prompt, None)
                 gen, states = lmm.generate(torch.tensor(ids, device=lmm.device), ctx.image_feats[i: i + 1],
-                                           max_new_tokens=getattr(self, "max_new_tokens", 32))
+                                           max_new_tokens=ctx.max_new_tokens)
                 seg_steps = [t for t, tok in enumerate(gen) if tok == self.seg_id]
                 if seg_steps:
                     st = states[seg_steps]

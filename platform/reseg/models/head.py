@@ -47,6 +47,7 @@ class BatchContext:
         mask_embeddings: ``[B, C', h, w]`` mask-source image embeddings (SAM), or None.
         mask_sizes: per image, the resized ``(h', w')`` in the mask source's frame.
         lmm_out: the LMM forward's outputs (``hidden``, ``logits``, ``image_positions``, ``loss_text``).
+        max_new_tokens: the generation budget of free generation (``model.max_new_tokens``).
     """
 
     samples: list[Sample]
@@ -57,6 +58,7 @@ class BatchContext:
     mask_embeddings: Optional[torch.Tensor] = None
     mask_sizes: list[tuple[int, int]] = field(default_factory=list)
     lmm_out: dict[str, Any] = field(default_factory=dict)
+    max_new_tokens: int = 32
 
 
 class BaseHead(nn.Module):

@@ -45,6 +45,8 @@ class ReasoningSegmentor(BaseModel):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if val_mode not in ("teacher_forcing", "generate"):
             raise ValueError(f"model.val_mode must be 'teacher_forcing' or 'generate', got {val_mode!r}")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"model.max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
         self.lmm = _build(LMMS, lmm, "lmm")
         self.mask_source = _build(MASK_SOURCES, mask_source, "mask_source")
         self.head = _build(HEADS, head, "head")
@@ -75,7 +77,8 @@ class ReasoningSegmentor(BaseModel):
         return BatchContext(
             samples=samples, conversations=convs,
             conv_sample=torch.tensor(conv_sample, dtype=torch.long, device=image_feats.device),
-            tokens=tokens, image_feats=image_feats, mask_embeddings=mask_emb, mask_sizes=mask_sizes)
+            tokens=tokens, image_feats=image_feats, mask_embeddings=mask_emb, mask_sizes=mask_sizes,
+            max_new_tokens=self.max_new_tokens)
 
     def run_lmm(self, ctx: BatchContext) -> None:
         ctx.lmm_out = self.lmm(input_ids=ctx.tokens["input_ids"], attention_mask=ctx.tokens["attention_mask"],
