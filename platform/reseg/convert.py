@@ -321,18 +321,17 @@ def _read_shards(folder: str) -> dict:
 
 def write_checkpoint(state_dict: dict, path: str, overwrite: bool = False) -> str:
     """Write ``.safetensors`` (tensors only) or ``.pth`` (``{'state_dict': ...}``, weights_only-loadable)."""
+    from reseg.engine.checkpoint import save_model_weights
     from reseg.fileio import atomic_write_bytes
 
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path!r} exists; pass --overwrite to replace it")
-    flat = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
     if path.endswith(".safetensors"):
-        from safetensors.torch import save
-
-        atomic_write_bytes(path, save(flat, metadata={"format": "pt", "producer": "reseg.convert"}))
+        save_model_weights(state_dict, path)
     elif path.endswith(".pth"):
         import io
 
+        flat = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
         buf = io.BytesIO()
         torch.save({"state_dict": flat}, buf)
         atomic_write_bytes(path, buf.getvalue())

@@ -56,18 +56,12 @@ PathLike = Union[str, os.PathLike]
 
 # ---------------------------------------------------------------------------- helpers
 def _versions() -> dict[str, Optional[str]]:
-    from importlib import metadata
+    """The run report's package versions (:func:`reseg.engine.determinism.package_versions`) + Python."""
+    import platform as _stdlib_platform
 
-    out: dict[str, Optional[str]] = {}
-    for name in ("reseg", "torch", "transformers", "peft", "safetensors", "mmengine", "tokenizers"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    import platform
+    from reseg.engine.determinism import package_versions
 
-    out["python"] = platform.python_version()
-    return out
+    return dict(package_versions(), python=_stdlib_platform.python_version())
 
 
 def _jsonable(obj: Any, key: str) -> Any:
