@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: venv data pretrain demo test test-slow clean-demo
+.PHONY: venv data pretrain pools demo test test-slow test-mmdet clean-demo
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -34,6 +34,16 @@ data: $(DATA)/synthref_meta.json
 pretrain: data
 	$(VPY) tools/pretrain_tiny.py --data $(DATA) --out data/tiny_models
 
+# Candidate pools for the pool-based method (RAS) on the splits that ship none (RES, GRES): the tiny SAM's
+# automatic masks, computed once per image (tools/make_pools.py; docs/proposers.md). ~0.5 s an image.
+POOLS   := $(DATA)/pools
+AMG     := configs/_base_/proposers/sam_tiny_amg.py
+$(POOLS)/synthref_%.jsonl: | pretrain
+	$(VPY) tools/make_pools.py $(AMG) --dataset-config configs/ras/ras_tiny_synthref-res.py --split $* --out $@
+$(POOLS)/grefcoco_%.jsonl: | pretrain
+	$(VPY) tools/make_pools.py $(AMG) --dataset-config configs/ras/ras_tiny_synthref-gres.py --split $* --out $@
+pools: $(POOLS)/synthref_train.jsonl $(POOLS)/synthref_val.jsonl $(POOLS)/grefcoco_train.jsonl $(POOLS)/grefcoco_val.jsonl
+
 # Train tiny LISA on CPU, evaluate on the validation splits, write metrics.json and overlays.
 # Re-running continues (--resume) instead of overwriting the run.
 demo: pretrain
@@ -46,6 +56,12 @@ test: $(VENV)/.installed-test
 
 test-slow: $(VENV)/.installed-test
 	$(VPY) -m pytest -q -m slow
+
+# Detector proposals: builds/caches the mmcv 2.1.0 wheel and installs the mmdet extra once, then runs
+# the tests marked `mmdet` (a random-weight Mask R-CNN through MMDetProposer).
+test-mmdet: $(VENV)/.installed-test
+	$(VPY) -c "import mmdet.apis" 2>/dev/null || PYTHON=$(VPY) bash tools/install_mmdet.sh
+	$(VPY) -m pytest -q -m mmdet
 
 clean-demo:
 	rm -rf $(WORK)

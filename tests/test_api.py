@@ -146,14 +146,13 @@ def test_a_checkpoint_of_another_model_is_refused(lisa, tmp_path):
         load_model(lisa["cfg"], other)
 
 
-def test_pool_based_heads_are_refused_clearly():
-    from types import SimpleNamespace
-
-    from reseg.api import Segmenter
-
-    pool_model = SimpleNamespace(head=SimpleNamespace(mask_source_kind="candidate_pool"))
-    with pytest.raises(NotImplementedError, match=r"pool-based heads \(RAS\)"):
-        Segmenter(pool_model)
+def test_candidate_masks_are_refused_for_heads_that_do_not_select_from_a_pool(lisa):
+    seg = lisa["seg"]
+    image = np.zeros((20, 30, 3), np.uint8)
+    with pytest.raises(ValueError, match="LISAHead does not select from a pool"):
+        seg.segment(image, "the red circle", candidate_masks=np.zeros((2, 20, 30), bool))
+    with pytest.raises(ValueError, match=r"candidate_masks: expected one entry .* \(1 images\), got 2"):
+        seg.segment_batch([image], ["x"], candidate_masks=[None, None])
 
 
 def test_import_reseg_stays_cheap():

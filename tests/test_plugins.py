@@ -213,7 +213,7 @@ SCENARIOS: dict[str, tuple[list[str], dict[str, str]]] = {
     "allow_none": (["-m", "reseg.cli", "plugins", "--json", "--strict"], {"RESEG_PLUGINS": ""}),
     "block": (
         ["-m", "reseg.cli", "plugins", "--json", "--strict"],
-        {"RESEG_DISABLED_PLUGINS": " lisa , read , anchorseg , myhead "},
+        {"RESEG_DISABLED_PLUGINS": " lisa , read , anchorseg , ras , myhead "},
     ),
     "block_wins": (
         ["-m", "reseg.cli", "plugins", "--json"],
@@ -373,7 +373,7 @@ def test_allow_list_loads_only_the_named_plugins(runs: Runs) -> None:
     assert [p["name"] for p in report["plugins"]] == ["halfway"]
     assert sorted(f["name"] for f in report["failed"]) == ["broken", "halfway"]
     skipped = _by_name(report["skipped"])
-    assert set(skipped) == {"lisa", "read", "anchorseg", "myhead"}  # every installed entry point not named
+    assert set(skipped) == {"lisa", "read", "anchorseg", "ras", "myhead"}  # every installed entry point not named
     assert skipped["myhead"]["reason"] == "not in RESEG_PLUGINS"
 
 
@@ -384,7 +384,7 @@ def test_allow_list_warns_about_names_that_are_not_installed(runs: Runs) -> None
 def test_empty_allow_list_loads_no_plugin(runs: Runs) -> None:
     report = runs.json("allow_none")  # run with --strict: exit 0, nothing failed
     assert report["plugins"] == [] and report["failed"] == []
-    assert {"lisa", "read", "anchorseg", "myhead", "broken", "halfway"} == set(_by_name(report["skipped"]))
+    assert {"lisa", "read", "anchorseg", "ras", "myhead", "broken", "halfway"} == set(_by_name(report["skipped"]))
 
 
 def test_block_list_skips_the_named_plugins(runs: Runs) -> None:
@@ -394,7 +394,7 @@ def test_block_list_skips_the_named_plugins(runs: Runs) -> None:
     assert [p["name"] for p in report["plugins"]] == ["halfway"]
     assert sorted(f["name"] for f in report["failed"]) == ["broken", "halfway"]
     skipped = _by_name(report["skipped"])
-    assert set(skipped) == {"lisa", "read", "anchorseg", "myhead"}
+    assert set(skipped) == {"lisa", "read", "anchorseg", "ras", "myhead"}
     assert skipped["myhead"]["reason"] == "blocked by RESEG_DISABLED_PLUGINS"
 
 

@@ -4,6 +4,8 @@
     python tools/benchmark.py overhead CONFIG [--iters 20] [--warmup 3] [--cfg-options k=v ...]
     python tools/benchmark.py memory   CONFIG [--iters 4] [--variant NAME k=v ...]... [--cfg-options ...]
     python tools/benchmark.py mfu      CONFIG [--iters 4] [--cfg-options ...]
+    python tools/benchmark.py ras      RAS_CONFIG --checkpoint C --ar-config AR_CONFIG --ar-checkpoint C2
+                                       [--pool-sizes 16 32 64] [--queries 60]
 
 * ``overhead``: the platform's training iteration (mmengine ``Runner``: hooks, ``train_step``,
   ``parse_losses``, ``OptimWrapper`` with clipping, parameter schedulers) against a bare PyTorch loop
@@ -17,6 +19,13 @@
 * ``mfu``: FLOPs of one forward+backward (``torch.utils.flop_counter``), the achieved FLOP/s, this
   machine's measured fp32 matmul FLOP/s, their ratio (model FLOP utilisation) and where a step's
   time goes (data, shared image encoders + tokenising, LLM, head/decoder + losses, backward, step).
+
+* ``ras``: RAS's single-pass selection against the autoregressive baseline (issue 6; anchorseg_ras.md
+  §2.2: 0.56 s vs 2.13 s, a 3.8x ratio, in the paper). Both models answer the same validation queries
+  with the same pool of exactly N candidates per image (the dataset's pool, padded with shifted copies
+  of its own masks and cut to N, seeded); per query, the wall time of ``model.predict`` on one image
+  and one query (batch 1, no grad: pool tokens, the LMM, selection or generation) and the cIoU/gIoU of
+  the union of the selected candidates. The ratio is AR / RAS median latency per N.
 
 Absolute times depend on the machine and whatever else runs on it; compare ratios from one run.
 """
@@ -267,9 +276,93 @@ def cmd_mfu(args) -> dict:
                 total_params=sum(p.numel() for p in model.parameters()), threads=torch.get_num_threads())
 
 
+def fixed_size_pool(pool, n: int, rng):
+    """``[n, H, W] bool``: ``pool`` padded with shifted copies of its own masks (or cut) to exactly ``n``."""
+    import numpy as np
+
+    from reseg.datasets.synth_pool import shift_mask
+
+    pool = np.asarray(pool, dtype=bool)
+    h, w = pool.shape[1:]
+    extra = []
+    while pool.shape[0] + len(extra) < n:
+        src = pool[rng.integers(pool.shape[0])] if pool.shape[0] else np.zeros((h, w), bool)
+        extra.append(shift_mask(src, int(rng.integers(-12, 13)), int(rng.integers(-12, 13))))
+    out = np.concatenate([pool, np.stack(extra)]) if extra else pool
+    return out[:n]
+
+
+def cmd_ras(args) -> dict:
+    import dataclasses
+
+    import numpy as np
+
+    from reseg.api import load_model
+    from reseg.evaluation.functional import query_stats, summarize_ores
+    from reseg.registry import DATASETS
+
+    if not (args.ar_config and args.checkpoint and args.ar_checkpoint):
+        raise SystemExit("ras: give --checkpoint (RAS), --ar-config and --ar-checkpoint (the AR baseline)")
+    models = {}
+    for name, cfg_path, ckpt in (("ras", args.config, args.checkpoint), ("ar", args.ar_config, args.ar_checkpoint)):
+        seg = load_model(cfg_path, ckpt, device=args.device, cfg_options=args.raw_cfg_options)
+        models[name] = seg.model
+    cfg = Config.fromfile(args.config)
+    ds_cfg = copy.deepcopy(cfg.val_dataloader.dataset)
+    dataset = DATASETS.build(ds_cfg)
+    queries = []  # (sample with one query, index)
+    for i in range(len(dataset)):
+        s = dataset[i]
+        for k, q in enumerate(s.queries):
+            queries.append(dataclasses.replace(s, queries=[q]))
+            if len(queries) >= args.queries:
+                break
+        if len(queries) >= args.queries:
+            break
+    rows = {}
+    for n in args.pool_sizes:
+        rng = np.random.default_rng(n)
+        batch = []
+        for s in queries:
+            pool = fixed_size_pool(s.candidate_masks, n, rng)
+            q = dataclasses.replace(s.queries[0], pool_labels=None)  # labels of the dataset pool do not apply
+            batch.append(dataclasses.replace(s, candidate_masks=pool, queries=[q]))
+        times = {name: [] for name in models}
+        stats = {name: [] for name in models}
+        n_tokens = {name: [] for name in models}
+        with torch.no_grad():
+            # interleaved per query (RAS, then AR, on the same sample), so a change of the machine's
+            # load during the run hits both alike
+            for j, s in enumerate(batch[: args.warmup] + batch):
+                for name, model in models.items():
+                    t0 = time.perf_counter()
+                    pred = model.predict([s], generate=name == "ar")[0]["predictions"][0]
+                    dt = time.perf_counter() - t0
+                    if j < args.warmup:
+                        continue
+                    times[name].append(dt)
+                    n_tokens[name].append(pred.extras.get("generated_tokens", 0))
+                    sel = pred.selected or []
+                    union = s.candidate_masks[sel].any(0) if sel else np.zeros(s.size, bool)
+                    stats[name].append(query_stats(union, s.queries[0].target, eps=0.0,
+                                                   hybrid=s.queries[0].reference_masks is not None))
+        row = {}
+        for name in models:
+            summary = summarize_ores(stats[name])  # the ORES scoring: empty GT + empty prediction = 1
+            row[name] = dict(median_s=round(statistics.median(times[name]), 5),
+                             mean_s=round(statistics.mean(times[name]), 5),
+                             cIoU=round(summary["cIoU"], 4), gIoU=round(summary["gIoU"], 4),
+                             mean_generated_tokens=round(float(np.mean(n_tokens[name])), 2))
+        row["latency_ratio_ar_over_ras"] = round(row["ar"]["median_s"] / row["ras"]["median_s"], 2)
+        rows[str(n)] = row
+        print(f"N={n}: {json.dumps(row)}", file=sys.stderr)
+    return dict(benchmark="ras_vs_autoregressive", queries=len(queries), pool_sizes=args.pool_sizes,
+                threads=torch.get_num_threads(), results=rows)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("command", choices=["overhead", "memory", "mfu", "_probe"])
+    p.add_argument("command", choices=["overhead", "memory", "mfu", "ras", "_probe"])
     p.add_argument("config")
     p.add_argument("--iters", type=int, default=None)
     p.add_argument("--warmup", type=int, default=3)
@@ -278,6 +371,12 @@ def parse_args(argv=None):
     p.add_argument("--work-dir", default="work_dirs/benchmark")
     p.add_argument("--out", help="append the result as one JSON line to this file")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None)
+    p.add_argument("--checkpoint", help="ras: the RAS checkpoint")
+    p.add_argument("--ar-config", help="ras: the autoregressive baseline's config")
+    p.add_argument("--ar-checkpoint", help="ras: the autoregressive baseline's checkpoint")
+    p.add_argument("--pool-sizes", type=int, nargs="+", default=[16, 32, 64], help="ras: candidates per image")
+    p.add_argument("--queries", type=int, default=60, help="ras: validation queries timed per pool size")
+    p.add_argument("--device", default=None, help="ras: cpu / cuda (default: CUDA if available)")
     args = p.parse_args(argv)
     args.raw_cfg_options = None
     if args.cfg_options:
@@ -290,7 +389,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    run = dict(overhead=cmd_overhead, memory=cmd_memory, mfu=cmd_mfu, _probe=_probe)[args.command]
+    run = dict(overhead=cmd_overhead, memory=cmd_memory, mfu=cmd_mfu, ras=cmd_ras, _probe=_probe)[args.command]
     result = run(args)
     if args.command != "_probe":
         result["command"] = "python tools/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)

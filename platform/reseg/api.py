@@ -138,6 +138,13 @@ def _as_reference_masks(masks: Any, size: tuple[int, int], name: str) -> Optiona
     return m.astype(bool)
 
 
+def _as_pool(masks: Any, size: tuple[int, int], name: str) -> np.ndarray:
+    m = np.asarray(masks)
+    if m.ndim != 3 or tuple(m.shape[1:]) != tuple(size):
+        raise ValueError(f"{name}: expected an [N, H, W] pool at the image size {size}, got shape {m.shape}")
+    return m.astype(bool)
+
+
 def looks_like_sentence(text: str) -> bool:
     """The default ``is_sentence``: the query ends with ``.``, ``?`` or ``!`` (a question or an
     instruction rather than a referring phrase)."""
@@ -156,11 +163,6 @@ class Segmenter:
     """
 
     def __init__(self, model: Any, threshold: float = 0.0, batch_size: int = 4, cfg: Any = None) -> None:
-        kind = getattr(getattr(model, "head", None), "mask_source_kind", None)
-        if kind == "candidate_pool":
-            raise NotImplementedError(
-                f"{type(model.head).__name__} selects from a candidate mask pool; pool-based heads (RAS) are "
-                "not supported by the inference API in this version (it has no way to give the pool)")
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         self.model = model
@@ -181,8 +183,14 @@ class Segmenter:
         return getattr(self.model, "val_mode", "teacher_forcing") == "generate"
 
     # -------------------------------------------------------------- public
+    @property
+    def uses_pools(self) -> bool:
+        """True for heads that select from a candidate mask pool (RAS)."""
+        return getattr(getattr(self.model, "head", None), "mask_source_kind", None) == "candidate_pool"
+
     def segment(self, image: ImageLike, query: QueriesLike, reference_masks: Any = None,
-                generate: Optional[bool] = None, is_sentence: Optional[bool] = None):
+                generate: Optional[bool] = None, is_sentence: Optional[bool] = None,
+                candidate_masks: Any = None):
         """Segment ``query`` in ``image``.
 
         Args:
@@ -195,16 +203,22 @@ class Segmenter:
             generate: free generation (the model writes its answer, ``text`` is set) or teacher
                 forcing; None follows the config's ``model.val_mode``.
             is_sentence: use the long-query template; None decides per query (:func:`looks_like_sentence`).
+            candidate_masks: ``[N, H, W]`` candidate pool for pool-based heads (RAS); None lets the
+                model's proposer make one (an error if the config has none). The result's
+                ``prediction.selected`` indexes it.
         """
         single = isinstance(query, str)
         refs = None if reference_masks is None else [reference_masks]
+        pools = None if candidate_masks is None else [candidate_masks]
         out = self.segment_batch([image], [query], reference_masks=refs, generate=generate,
-                                 is_sentence=is_sentence, _names=("image", "query", "reference_masks"))[0]
+                                 is_sentence=is_sentence, candidate_masks=pools,
+                                 _names=("image", "query", "reference_masks"))[0]
         return out[0] if single else out
 
     def segment_batch(self, images: Sequence[ImageLike], queries: Sequence[QueriesLike],
                       reference_masks: Optional[Sequence[Any]] = None, generate: Optional[bool] = None,
                       is_sentence: Optional[bool] = None, batch_size: Optional[int] = None,
+                      candidate_masks: Optional[Sequence[Any]] = None,
                       _names: tuple[str, str, str] = ("images", "queries", "reference_masks"),
                       ) -> list[list[SegmentationResult]]:
         """Segment several images, each with its own queries.
@@ -215,6 +229,7 @@ class Segmenter:
             reference_masks: None, or per image None or ``[r, H, W]`` masks (see :meth:`segment`).
             generate, is_sentence: see :meth:`segment`.
             batch_size: images per forward (default: the segmenter's ``batch_size``).
+            candidate_masks: None, or per image None or an ``[N, H, W]`` pool (see :meth:`segment`).
         Returns:
             Per image, a list with one :class:`SegmentationResult` per query (even for a single
             query string), in the order given. The results do not depend on how the images are
@@ -232,6 +247,12 @@ class Segmenter:
         if reference_masks is not None and len(reference_masks) != len(images):
             raise ValueError(f"{rname}: expected one entry (None or masks) per image ({len(images)} images), "
                              f"got {len(reference_masks)}")
+        if candidate_masks is not None and len(candidate_masks) != len(images):
+            raise ValueError(f"candidate_masks: expected one entry (None or an [N, H, W] pool) per image "
+                             f"({len(images)} images), got {len(candidate_masks)}")
+        if candidate_masks is not None and not self.uses_pools and any(p is not None for p in candidate_masks):
+            raise ValueError(f"candidate_masks: {type(self.model.head).__name__} does not select from a pool; "
+                             "only pool-based heads (RAS) read candidate masks")
         bs = self.batch_size if batch_size is None else int(batch_size)
         if bs < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
@@ -243,8 +264,12 @@ class Segmenter:
             for i in range(start, min(start + bs, len(images))):
                 where = "" if single else f"[{i}]"
                 refs = reference_masks[i] if reference_masks is not None else None
-                samples.append(self._sample(images[i], queries[i], refs, is_sentence,
-                                            (f"{iname}{where}", f"{qname}{where}", f"{rname}{where}")))
+                sample = self._sample(images[i], queries[i], refs, is_sentence,
+                                      (f"{iname}{where}", f"{qname}{where}", f"{rname}{where}"))
+                pool = candidate_masks[i] if candidate_masks is not None else None
+                if pool is not None:
+                    sample.candidate_masks = _as_pool(pool, sample.size, f"candidate_masks{where}")
+                samples.append(sample)
             results.extend(self._run(samples, gen))
         return results
 

@@ -62,7 +62,10 @@ _LAZY_EXPORTS: dict[str, str] = {
     "Sample": "reseg.structures:Sample",
     "Query": "reseg.structures:Query",
     "QueryPrediction": "reseg.structures:QueryPrediction",
-    # next: mask-source / proposer / mask-encoder base classes, shared losses
+    # candidate pools (docs/proposers.md): proposers and mask encoders
+    "BaseProposer": "reseg.models.mask_sources.proposers:BaseProposer",
+    "Proposals": "reseg.models.mask_sources.proposers:Proposals",
+    "MaskEncoder": "reseg.models.mask_sources.mask_tokenizer:MaskEncoder",
 }
 
 __all__ = [

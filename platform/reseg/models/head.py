@@ -26,12 +26,14 @@ class Conversation:
             to let the model generate.
         query_ids: indices into ``sample.queries`` covered by this conversation, in answer order.
         slots: head-specific bookkeeping, e.g. which query (and instance) each mask token answers.
+        with_image: False for a text-only conversation (no ``<image>`` placeholder, no image tokens).
     """
 
     prompt: str
     answer: Optional[str]
     query_ids: list[int]
     slots: list[Any] = field(default_factory=list)
+    with_image: bool = True
 
 
 @dataclass
@@ -48,6 +50,8 @@ class BatchContext:
         mask_sizes: per image, the resized ``(h', w')`` in the mask source's frame.
         lmm_out: the LMM forward's outputs (``hidden``, ``logits``, ``image_positions``, ``loss_text``).
         max_new_tokens: the generation budget of free generation (``model.max_new_tokens``).
+        pool: what a candidate-pool mask source prepared for the batch (per-image pools and encoder
+            features, :class:`reseg.models.mask_sources.pool.PoolBatch`), or None.
     """
 
     samples: list[Sample]
@@ -59,6 +63,7 @@ class BatchContext:
     mask_sizes: list[tuple[int, int]] = field(default_factory=list)
     lmm_out: dict[str, Any] = field(default_factory=dict)
     max_new_tokens: int = 32
+    pool: Any = None
 
 
 class BaseHead(nn.Module):
@@ -99,6 +104,15 @@ class BaseHead(nn.Module):
     def build_conversations(self, sample: Sample, mode: str) -> list[Conversation]:
         """Conversations for ``sample``; ``mode`` is ``'train'``, ``'val'`` (teacher-forced) or ``'generate'``."""
         raise NotImplementedError
+
+    def extra_embeddings(self, ctx: BatchContext, lmm: nn.Module,
+                         mask_source: Optional[nn.Module]) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """Embeddings the head writes into the LMM input: ``(positions [C, L] bool, values [K, D])``.
+
+        None (the default) for heads that only read hidden states; RAS writes one projected mask
+        embedding per mask token (anchorseg_ras.md §2.4 E).
+        """
+        return None
 
     def loss(self, ctx: BatchContext, lmm: nn.Module, mask_source: Optional[nn.Module]) -> dict[str, torch.Tensor]:
         raise NotImplementedError

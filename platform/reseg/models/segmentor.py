@@ -61,8 +61,11 @@ class ReasoningSegmentor(BaseModel):
             raise ValueError("empty batch")
         images = [s.image for s in samples]
         image_feats = self.lmm.image_features(self.lmm.preprocess_images(images))
-        mask_emb, mask_sizes = None, []
-        if self.mask_source is not None and hasattr(self.mask_source, "embed"):
+        mask_emb, mask_sizes, pool = None, [], None
+        if getattr(self.mask_source, "kind", None) == "candidate_pool":
+            # proposals (unless the samples carry a pool) and encoder features, once per image
+            samples, pool = self.mask_source.prepare(samples)
+        elif self.mask_source is not None and hasattr(self.mask_source, "embed"):
             pixels, mask_sizes = self.mask_source.preprocess(images)
             mask_emb = self.mask_source.embed(pixels)
         convs: list[Conversation] = []
@@ -73,17 +76,23 @@ class ReasoningSegmentor(BaseModel):
                 conv_sample.append(i)
         tokens: dict[str, torch.Tensor] = {}
         if with_tokens and convs:
-            tokens = self.lmm.collate([self.lmm.encode(c.prompt, c.answer) for c in convs])
+            tokens = self.lmm.collate([
+                self.lmm.encode(c.prompt, c.answer) if c.with_image
+                else self.lmm.encode(c.prompt, c.answer, with_image=False) for c in convs])
         return BatchContext(
             samples=samples, conversations=convs,
             conv_sample=torch.tensor(conv_sample, dtype=torch.long, device=image_feats.device),
             tokens=tokens, image_feats=image_feats, mask_embeddings=mask_emb, mask_sizes=mask_sizes,
-            max_new_tokens=self.max_new_tokens)
+            max_new_tokens=self.max_new_tokens, pool=pool)
 
     def run_lmm(self, ctx: BatchContext) -> None:
+        kwargs = {}
+        extra = self.head.extra_embeddings(ctx, self.lmm, self.mask_source)
+        if extra is not None:
+            kwargs["extra_embeds"] = extra
         ctx.lmm_out = self.lmm(input_ids=ctx.tokens["input_ids"], attention_mask=ctx.tokens["attention_mask"],
                                image_feats=ctx.image_feats, image_index=ctx.conv_sample,
-                               labels=ctx.tokens.get("labels"))
+                               labels=ctx.tokens.get("labels"), **kwargs)
 
     # ------------------------------------------------------------------ mmengine API
     def forward(self, samples: list[Sample], mode: str = "tensor") -> Any:

@@ -208,23 +208,27 @@ class LlavaLMM(nn.Module):
             ids.append(enc[0])
         return ids
 
-    def encode(self, prompt: str, answer: Optional[str] = None) -> tuple[list[int], list[int]]:
+    def encode(self, prompt: str, answer: Optional[str] = None, with_image: bool = True) -> tuple[list[int], list[int]]:
         """Token ids and labels of one conversation.
 
         ``prompt`` is the full text up to and including the assistant tag, with one ``<image>``
         placeholder; it is expanded to :attr:`num_image_tokens` image-token ids. The labels are
         ``-100`` for BOS, the prompt and the image tokens; the answer and EOS are supervised
-        (spec seg_token_family.md §1.3).
+        (spec seg_token_family.md §1.3). ``with_image=False``: a text-only prompt (no placeholder and
+        no image tokens; RAS's stage-1 captioning from mask tokens alone, anchorseg_ras.md §2.2).
         """
         tok = self.tokenizer
         image_str = tok.convert_ids_to_tokens(self.image_token_id)
         parts = prompt.split(image_str)
-        if len(parts) != 2:
+        if with_image and len(parts) != 2:
             raise ValueError(f"prompt must contain exactly one {image_str!r} placeholder: {prompt!r}")
+        if not with_image and len(parts) != 1:
+            raise ValueError(f"a text-only prompt (with_image=False) must not contain {image_str!r}: {prompt!r}")
         ids: list[int] = [tok.bos_token_id] if tok.bos_token_id is not None else []
         ids += tok(parts[0], add_special_tokens=False).input_ids if parts[0] else []
-        ids += [self.image_token_id] * self.num_image_tokens
-        ids += tok(parts[1], add_special_tokens=False).input_ids
+        if with_image:
+            ids += [self.image_token_id] * self.num_image_tokens
+            ids += tok(parts[1], add_special_tokens=False).input_ids
         labels = [IGNORE_INDEX] * len(ids)
         if answer is not None:
             ans = tok(answer, add_special_tokens=False).input_ids + [tok.eos_token_id]
@@ -276,21 +280,36 @@ class LlavaLMM(nn.Module):
         return torch.stack(list(out.pooler_output), 0)
 
     # ------------------------------------------------------------------ forward
-    def embed(self, input_ids: torch.Tensor, image_feats: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
+    def embed(self, input_ids: torch.Tensor, image_feats: torch.Tensor, image_index: torch.Tensor,
+              extra_embeds: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
         """Token embeddings with each conversation's image tokens replaced by its image's features.
 
         Args:
             input_ids: ``[C, L]``; image_feats: ``[B, Np, D]``; image_index: ``[C]`` image of each row.
+                A row holds either ``Np`` image tokens or none (a text-only conversation).
+            extra_embeds: ``(positions [C, L] bool, values [K, D])``: embeddings a head writes into the
+                sequence, in row-major order of ``positions`` (RAS's mask tokens, as LLaVA writes
+                ``<image>``; anchorseg_ras.md §2.4 E). Gradients flow into ``values``.
         """
         emb = self.model.get_input_embeddings()(input_ids)
         mask = input_ids == self.image_token_id
         counts = mask.sum(1)
-        if bool((counts != image_feats.shape[1]).any()):
+        if bool(((counts != image_feats.shape[1]) & (counts != 0)).any()):
             raise ValueError(
-                f"each conversation needs {image_feats.shape[1]} image tokens, got {counts.tolist()}"
+                f"each conversation needs {image_feats.shape[1]} image tokens (or none), got {counts.tolist()}"
             )
-        feats = image_feats[image_index].to(emb.dtype).reshape(-1, emb.shape[-1])
-        return emb.masked_scatter(mask.unsqueeze(-1), feats)
+        rows = counts > 0
+        if bool(rows.any()):
+            feats = image_feats[image_index[rows]].to(emb.dtype).reshape(-1, emb.shape[-1])
+            emb = emb.masked_scatter(mask.unsqueeze(-1), feats)
+        if extra_embeds is not None:
+            pos, vals = extra_embeds
+            if tuple(pos.shape) != tuple(input_ids.shape) or int(pos.sum()) != vals.shape[0]:
+                raise ValueError(
+                    f"extra_embeds: positions must be {tuple(input_ids.shape)} with one True per value row; got "
+                    f"{tuple(pos.shape)} with {int(pos.sum())} True and {vals.shape[0]} values")
+            emb = emb.masked_scatter(pos.unsqueeze(-1), vals.to(emb.dtype))
+        return emb
 
     def forward(
         self,
@@ -299,6 +318,7 @@ class LlavaLMM(nn.Module):
         image_feats: torch.Tensor,
         image_index: torch.Tensor,
         labels: Optional[torch.Tensor] = None,
+        extra_embeds: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
     ) -> dict[str, torch.Tensor]:
         """Run the LLM on a batch of conversations.
 
@@ -306,7 +326,7 @@ class LlavaLMM(nn.Module):
         LM head reads, spec §1.2 step 4), ``logits`` ``[C, L, V]``, ``image_positions`` ``[C, L] bool``
         and, with ``labels``, ``loss_text`` (shifted next-token CE averaged over supervised tokens).
         """
-        embeds = self.embed(input_ids, image_feats, image_index)
+        embeds = self.embed(input_ids, image_feats, image_index, extra_embeds)
         out = self.model.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask,
                                               use_cache=False)
         hidden = out.last_hidden_state
@@ -328,16 +348,20 @@ class LlavaLMM(nn.Module):
         input_ids: torch.Tensor,
         image_feats: torch.Tensor,
         max_new_tokens: int = 32,
+        extra_embeds: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
     ) -> tuple[list[int], torch.Tensor]:
         """Greedy decoding of one conversation (``input_ids`` ``[L]``, image features ``[1, Np, D]``).
 
         Returns the generated ids and ``[T, D]`` hidden states, where row ``t`` is the state that
         predicted generated token ``t`` (the position *before* it: the ``[SEG]`` convention of
-        spec §1.9). Decoding stops at EOS.
+        spec §1.9). Decoding stops at EOS. ``extra_embeds``: ``(positions [L] bool, values [K, D])``
+        written into the prompt (see :meth:`embed`).
         """
         lm = self.model.model.language_model
         ids = input_ids[None]
-        embeds = self.embed(ids, image_feats, torch.zeros(1, dtype=torch.long, device=ids.device))
+        if extra_embeds is not None:
+            extra_embeds = (extra_embeds[0].reshape(1, -1), extra_embeds[1])
+        embeds = self.embed(ids, image_feats, torch.zeros(1, dtype=torch.long, device=ids.device), extra_embeds)
         out = lm(inputs_embeds=embeds, use_cache=True)
         past = out.past_key_values
         h = out.last_hidden_state[:, -1]
