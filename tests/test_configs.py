@@ -118,3 +118,32 @@ def test_train_strategy_flag_merges_a_preset_into_any_config():
     assert cfg.optim_wrapper.clip_grad.max_norm == 1.0  # the config's own, translated when the runner is built
     with pytest.raises(SystemExit, match="presets: deepspeed_zero2, deepspeed_zero3, fsdp"):
         train.apply_strategy(cfg, "zero9")
+
+
+RAS_REAL_CONFIGS = [os.path.join(ROOT, "configs", "ras", n) for n in
+                    ("ras_llava15-13b_sam-vit-h_maskgroups-hq.py", "ras_llava15-13b_co-detr_refcoco.py")]
+ras_real = pytest.mark.parametrize("ras_config", RAS_REAL_CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))
+
+
+@ras_real
+def test_real_ras_config_without_llava_fails_naming_the_path(tmp_path, ras_config):
+    cfg = Config.fromfile(ras_config)
+    assert cfg.model.lmm.pretrained.endswith("llava-1.5-13b-hf")  # the paper's only size (anchorseg_ras.md §2.2)
+    cfg.model.lmm.pretrained = str(tmp_path / "nowhere" / "llava-1.5-13b-hf")
+    with pytest.raises(FileNotFoundError) as e:
+        MODELS.build(cfg.model)
+    assert "nowhere/llava-1.5-13b-hf" in str(e.value) and "model.lmm.pretrained" in str(e.value)
+
+
+@ras_real
+def test_real_ras_config_without_encoder_weights_fails_naming_every_missing_file(tmp_path, ras_config):
+    cfg = Config.fromfile(ras_config)
+    cfg.model.lmm = tiny_lmm_cfg(str(tmp_path / "tok"))
+    cfg.model.mask_source.proposer = None  # the detector's own files are the proposer's business
+    cfg.model.mask_source.pool = "auto"
+    with pytest.raises(FileNotFoundError) as e:
+        MODELS.build(cfg.model)
+    msg = str(e.value)
+    for i, enc in enumerate(cfg.model.mask_source.tokenizer.encoders):
+        if enc.get("checkpoint"):
+            assert enc["checkpoint"] in msg and f"model.mask_source.tokenizer.encoders[{i}].checkpoint" in msg

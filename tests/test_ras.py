@@ -232,6 +232,34 @@ def test_a_sample_without_a_pool_needs_a_proposer(model, ores):
         model.predict([s])
 
 
+# ------------------------------------------------------------------ stage 1
+
+
+def test_stage1_captions_from_mask_tokens_alone_and_trains_only_the_projector(tiny_tokenizer_dir, ores):
+    """anchorseg_ras.md §2.2: only the mask projector trains; no global image tokens in the prompt."""
+    from reseg.registry import MODELS
+
+    cfg = ras_model_cfg(tiny_tokenizer_dir, stage="caption")
+    cfg["lmm"].update(trainable_modules=[], train_projector=False)
+    m = MODELS.build(cfg)
+    trainable = {n.split(".")[0] + "." + n.split(".")[1] for n, p in m.named_parameters() if p.requires_grad}
+    assert trainable == {"mask_source.tokenizer"}
+    s = ores["ds"][0]
+    ctx = m.prepare([s], "train")
+    assert len(ctx.conversations) == 1 and not ctx.conversations[0].with_image
+    ids = ctx.tokens["input_ids"][0]
+    assert int((ids == m.lmm.image_token_id).sum()) == 0
+    assert int((ids == m.head.token_ids[RF.MASK_SLOT]).sum()) == s.candidate_masks.shape[0]
+    assert ctx.conversations[0].answer == s.meta["caption"]
+    loss = m([s], mode="loss")
+    assert set(loss) == {"loss_text"}
+    loss["loss_text"].backward()
+    assert m.mask_source.tokenizer.projector[0].weight.grad.abs().sum() > 0
+    no_caption = dataclasses.replace(s, meta={k: v for k, v in s.meta.items() if k != "caption"})
+    with pytest.raises(ValueError, match="has no meta\\['caption'\\]"):
+        m([no_caption], mode="loss")
+
+
 # ------------------------------------------------------------------ autoregressive baseline
 
 
