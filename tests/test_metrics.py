@@ -398,3 +398,27 @@ def test_baselines_largest_and_all_objects_by_hand():
     assert res["all_objects"]["t/gIoU"] == pytest.approx((1 / 3 + 2 / 3) / 2, abs=1e-4)
     assert res["all_objects"]["t/cIoU"] == pytest.approx(12 / 24, abs=1e-4)
     assert res["all_objects"]["n_skipped_samples"] == 0
+    assert "all_candidates" not in res  # no sample carries a pool
+
+
+def test_pool_baselines_by_hand():
+    """A pool of the big object (rows 0-1) and a 1x4 strip (row 3); the query asks for the strip. The ORES
+    scoring has no epsilon. largest_candidate picks the big one: IoU 0; all_candidates predicts both:
+    IoU 4 / 12."""
+    from reseg.evaluation.baselines import evaluate_baselines
+
+    big, small = rows(4, 4, 2), np.zeros((4, 4), bool)
+    small[3] = True
+
+    class WithPool:
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return Sample(image=np.zeros((4, 4, 3), np.uint8), meta=dict(sample_id="a"), task="ores",
+                          candidate_masks=np.stack([big, small]), queries=[Query("the strip", small[None])])
+
+    res = evaluate_baselines(WithPool(), dict(type="ORESMetric", prefix="o"))
+    assert res["largest_candidate"]["o/gIoU"] == 0.0
+    assert res["all_candidates"]["o/gIoU"] == pytest.approx(4 / 12)
+    assert res["all_candidates"]["o/cIoU"] == pytest.approx(4 / 12)

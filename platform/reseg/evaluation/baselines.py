@@ -9,7 +9,10 @@
 * ``all_objects``: predict the union of every annotated object (the foreground), with the same
   requirement. A model whose masks ignore the query and cover every shape scores this; a model
   that beats ``largest_object`` on cIoU but not ``all_objects`` has learned "foreground", not the
-  query.
+  query;
+* ``all_candidates`` / ``largest_candidate``: for samples that carry a candidate pool (MaskGroups;
+  anchorseg_ras.md §2.3), the union of the whole pool / its largest candidate: what a selection head
+  scores by ignoring the query. Samples without a pool are left out.
 """
 from __future__ import annotations
 
@@ -55,7 +58,24 @@ def _predictors() -> dict[str, Callable[[Any, int, Sample], Optional[list[np.nda
         fg = objs.any(0) if len(objs) else np.zeros(s.size, bool)
         return [fg for _ in s.queries]
 
-    return {"empty": empty, "whole_image": whole, "largest_object": largest, "all_objects": union}
+    def all_candidates(ds, i, s):
+        if s.candidate_masks is None:
+            return None
+        pool = np.asarray(s.candidate_masks, bool)
+        fg = pool.any(0) if len(pool) else np.zeros(s.size, bool)
+        return [fg for _ in s.queries]
+
+    def largest_candidate(ds, i, s):
+        if s.candidate_masks is None:
+            return None
+        pool = np.asarray(s.candidate_masks, bool)
+        if len(pool) == 0:
+            return [np.zeros(s.size, bool) for _ in s.queries]
+        big = pool[int(np.argmax(pool.reshape(len(pool), -1).sum(1)))]
+        return [big for _ in s.queries]
+
+    return {"empty": empty, "whole_image": whole, "largest_object": largest, "all_objects": union,
+            "all_candidates": all_candidates, "largest_candidate": largest_candidate}
 
 
 def evaluate_baselines(dataset, evaluator_cfg: Any) -> dict[str, dict[str, float]]:
