@@ -103,6 +103,7 @@ def test_second_copy_sees_the_query_and_first_copy_does_not(model, ores):
         for x in (s, other):
             ctx = model.prepare([x], "val")
             model.run_lmm(ctx)
+            assert "logits" not in ctx.lmm_out  # selection reads hidden states only: no LM head pass
             cols = (ctx.tokens["input_ids"][0] == slot).nonzero(as_tuple=True)[0]
             n = x.candidate_masks.shape[0]
             hid.append(ctx.lmm_out["hidden"][0, cols[:n]])

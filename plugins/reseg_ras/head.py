@@ -82,6 +82,8 @@ class RASHead(BaseHead):
         if "{text}" not in question:
             raise ValueError(f"model.head.question must contain '{{text}}', got {question!r}")
         self.stage = stage
+        # the selection stage reads hidden states only and supervises no text (§2.4 G)
+        self.needs_logits = stage == "caption"
         self.pos_weight = float(pos_weight)
         self.threshold = float(threshold)
         self.top1_tasks = tuple(top1_tasks)
@@ -225,7 +227,7 @@ class RASHead(BaseHead):
             ctx.tokens = lmm.collate([lmm.encode(c.prompt, c.answer) for c in ctx.conversations])
             ctx.lmm_out = lmm(input_ids=ctx.tokens["input_ids"], attention_mask=ctx.tokens["attention_mask"],
                               image_feats=ctx.image_feats, image_index=ctx.conv_sample,
-                              extra_embeds=self.extra_embeddings(ctx, lmm, mask_source))
+                              extra_embeds=self.extra_embeddings(ctx, lmm, mask_source), with_logits=False)
         out: list[list[Optional[QueryPrediction]]] = [[None] * len(s.queries) for s in ctx.samples]
         for c, lg in enumerate(self.selection_logits(ctx)):
             i = int(ctx.conv_sample[c])
@@ -272,6 +274,7 @@ class RASARHead(RASHead):
         super().__init__(**kwargs)
         if self.stage != "select":
             raise ValueError("RASARHead has no caption stage; train stage 1 with RASHead(stage='caption')")
+        self.needs_logits = True  # trained with the text loss
         self.empty_answer = empty_answer
 
     def setup(self, lmm: nn.Module, mask_source: Optional[nn.Module]) -> None:

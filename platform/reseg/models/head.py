@@ -78,6 +78,9 @@ class BaseHead(nn.Module):
     special_tokens: tuple[str, ...] = ()
     #: the mask-source kind the head needs (``"sam_decoder"`` or ``"candidate_pool"``), or None.
     mask_source_kind: Optional[str] = "sam_decoder"
+    #: whether the head reads the LM head's logits (``lmm_out['logits']``) or supervises text; False
+    #: lets the backbone skip the LM head over the whole sequence.
+    needs_logits: bool = True
 
     def setup(self, lmm: nn.Module, mask_source: Optional[nn.Module]) -> None:
         kind = getattr(mask_source, "kind", None)

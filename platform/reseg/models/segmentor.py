@@ -90,6 +90,8 @@ class ReasoningSegmentor(BaseModel):
         extra = self.head.extra_embeddings(ctx, self.lmm, self.mask_source)
         if extra is not None:
             kwargs["extra_embeds"] = extra
+        if not getattr(self.head, "needs_logits", True):
+            kwargs["with_logits"] = False
         ctx.lmm_out = self.lmm(input_ids=ctx.tokens["input_ids"], attention_mask=ctx.tokens["attention_mask"],
                                image_feats=ctx.image_feats, image_index=ctx.conv_sample,
                                labels=ctx.tokens.get("labels"), **kwargs)

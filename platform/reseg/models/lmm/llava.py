@@ -319,8 +319,12 @@ class LlavaLMM(nn.Module):
         image_index: torch.Tensor,
         labels: Optional[torch.Tensor] = None,
         extra_embeds: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+        with_logits: bool = True,
     ) -> dict[str, torch.Tensor]:
         """Run the LLM on a batch of conversations.
+
+        ``with_logits=False`` skips the LM head (a head that reads hidden states only and has no text
+        to supervise, e.g. RAS's selection stage): no ``logits``, and ``loss_text`` is a zero with a graph.
 
         Returns a dict with ``hidden`` ``[C, L, D]`` (last layer after the final norm: the tensor the
         LM head reads, spec §1.2 step 4), ``logits`` ``[C, L, V]``, ``image_positions`` ``[C, L] bool``
@@ -330,8 +334,15 @@ class LlavaLMM(nn.Module):
         out = self.model.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask,
                                               use_cache=False)
         hidden = out.last_hidden_state
+        res = dict(hidden=hidden, image_positions=input_ids == self.image_token_id)
+        if not with_logits:
+            if labels is not None:
+                if bool((labels != IGNORE_INDEX).any()):
+                    raise ValueError("with_logits=False but the labels supervise text; the text loss needs logits")
+                res["loss_text"] = hidden.sum() * 0.0
+            return res
         logits = self.model.lm_head(hidden)
-        res = dict(hidden=hidden, logits=logits, image_positions=input_ids == self.image_token_id)
+        res["logits"] = logits
         if labels is not None:
             shift_logits = logits[:, :-1].float()
             shift_labels = labels[:, 1:]
