@@ -346,10 +346,41 @@ def test_tiny_ras_trains_and_is_scored_on_ores_through_the_runner(synth_root, ti
     assert run.returncode == 0, run.stderr[-3000:]
     ckpt = (work / "last_checkpoint").read_text().strip()
     out = tmp_path / "metrics.json"
+    vis = tmp_path / "vis"
     run = subprocess.run([sys.executable, str(REPO / "tools/test.py"), str(path), ckpt, "--work-dir", str(work),
-                          "--out-metrics", str(out)], capture_output=True, text=True, cwd=REPO, timeout=600)
+                          "--out-metrics", str(out), "--show-dir", str(vis)],
+                         capture_output=True, text=True, cwd=REPO, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
+    import cv2
+
+    pngs = sorted(vis.rglob("*.png"))
+    assert pngs, "no overlay written"
+    panel = cv2.imread(str(pngs[0]))
+    sample = next(iter(__import__("reseg.datasets.maskgroups", fromlist=["x"]).MaskGroupsDataset(
+        root, split="validation", test_mode=True)))
+    h, w = sample.size
+    s = max(1, -(-256 // h))
+    assert panel.shape[1] == 4 * w * s + 3 * 4  # image | ground truth | prediction | pool
     metrics = json.loads(out.read_text())
     flat = json.dumps(metrics)
     for key in ("ores/gIoU", "ores/text/cIoU", "ores/hybrid/cIoU", "oracle/cIoU"):
         assert key in flat, key
+
+
+def test_visualisation_outlines_the_pool_and_fills_the_selected_group():
+    """issue 7: candidate pools with the selected group highlighted (the hook and tools/infer.py)."""
+    from reseg.engine.visualization import CANDIDATE_COLOR, PRED_COLOR, overlay_panel, pool_overlay
+
+    img = np.zeros((20, 30, 3), np.uint8)
+    pool = np.zeros((2, 20, 30), bool)
+    pool[0, 2:8, 2:10] = True
+    pool[1, 10:18, 15:28] = True
+    out = pool_overlay(img, pool, [1])
+    assert tuple(out[2, 5]) == CANDIDATE_COLOR  # candidate 0: outlined only
+    assert tuple(out[5, 5]) == (0, 0, 0)  # ... its inside untouched
+    inside = out[14, 20].astype(int)  # candidate 1: filled with the prediction colour
+    assert inside[0] > 100 and np.argmax(inside) == int(np.argmax(PRED_COLOR))
+    assert tuple(out[10, 20]) == (255, 255, 255)  # white outline of the selected candidate
+    plain = overlay_panel(img, pool[1], pool[1], "q", min_height=20)
+    with_pool = overlay_panel(img, pool[1], pool[1], "q", min_height=20, pool=(pool, [1]))
+    assert with_pool.shape[1] == plain.shape[1] + 30 + 4  # one more panel (and separator)

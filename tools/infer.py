@@ -247,8 +247,11 @@ def _run(args, jobs: list[dict], seg, generate: Optional[bool], partial: str, pr
                             extra.append(f"score: {r.score:.3f}")
                         if r.text is not None:
                             extra.append(f"A: {r.text}")
+                        cands = (r.prediction.extras or {}).get("candidate_masks")
+                        pool = (cands, r.prediction.selected) if cands is not None else None
                         panel = overlay_panel(image, None, r.mask, r.query, " | ".join(extra),
-                                              heatmaps=prediction_heatmaps(r.prediction.extras), show_gt=False)
+                                              heatmaps=prediction_heatmaps(r.prediction.extras), show_gt=False,
+                                              pool=pool)
                         overlay_rel = os.path.join("overlays", name)
                         _, buf = cv2.imencode(".png", panel[..., ::-1])
                         atomic_write_bytes(os.path.join(args.out_dir, overlay_rel), buf.tobytes())

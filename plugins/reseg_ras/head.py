@@ -217,7 +217,7 @@ class RASHead(BaseHead):
         masks = pool[selected] if selected else np.zeros((0,) + sample.size, dtype=bool)
         return QueryPrediction(masks=masks, scores=probs[selected] if len(probs) else probs,
                                exists=bool(selected), text=text, selected=list(selected),
-                               extras=dict(candidate_probs=probs, **extras))
+                               extras=dict(candidate_probs=probs, candidate_masks=pool, **extras))
 
     def predict(self, ctx: BatchContext, lmm: nn.Module, mask_source: Optional[nn.Module],
                 generate: bool) -> list[list[QueryPrediction]]:

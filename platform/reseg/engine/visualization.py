@@ -2,7 +2,9 @@
 
 A head may add per-query maps in ``[0, 1]`` to ``QueryPrediction.extras["heatmaps"]`` (``{name:
 [m, H, W]}`` at the original size, one map per mask, e.g. AnchorSeg's prior); the hook draws each as a
-heat-map panel after the prediction (the maximum over the ``m`` maps).
+heat-map panel after the prediction (the maximum over the ``m`` maps). A selection head (RAS) puts
+its pool in ``extras["candidate_masks"]`` and fills ``QueryPrediction.selected``; the hook then adds a
+panel with every candidate outlined and the selected group filled (:func:`pool_overlay`).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from reseg.registry import HOOKS
 
 GT_COLOR = (40, 200, 40)
 PRED_COLOR = (230, 60, 60)
+CANDIDATE_COLOR = (90, 160, 255)
 
 
 def blend(image: np.ndarray, mask: Optional[np.ndarray], color: Sequence[int], alpha: float = 0.5) -> np.ndarray:
@@ -36,6 +39,36 @@ def heatmap_overlay(image: np.ndarray, smap: np.ndarray, alpha: float = 0.6) -> 
     """``image`` (``[H, W, 3] uint8`` RGB) blended with ``smap`` (``[H, W]`` in [0, 1]) in the JET colours."""
     heat = cv2.applyColorMap(np.clip(smap * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
     return (image.astype(np.float32) * (1 - alpha) + heat.astype(np.float32) * alpha).astype(np.uint8)
+
+
+def pool_overlay(image: np.ndarray, pool: np.ndarray, selected: Sequence[int], scale: int = 1) -> np.ndarray:
+    """Every candidate of ``pool`` (``[N, H, W] bool``) outlined in blue, the ``selected`` ones filled in the
+    prediction colour with a white outline and their index written at their centroid.
+
+    ``image`` may already be upscaled by the integer ``scale`` (the masks are upscaled to match).
+    """
+    out = image.copy()
+    pool = np.asarray(pool, dtype=bool)
+    h, w = out.shape[:2]
+    up = (lambda m: cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)) \
+        if scale != 1 else (lambda m: m)
+    chosen = set(int(i) for i in selected)
+    for i in range(pool.shape[0]):
+        if i in chosen:
+            continue
+        contours, _ = cv2.findContours(up(pool[i]).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, contours, -1, CANDIDATE_COLOR, 1)
+    for i in sorted(chosen):
+        m = up(pool[i])
+        if not m.any():
+            continue
+        out = blend(out, m, PRED_COLOR, alpha=0.55)
+        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, contours, -1, (255, 255, 255), 1)
+        ys, xs = np.nonzero(m)
+        cv2.putText(out, str(i), (int(xs.mean()) - 4, int(ys.mean()) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+    return out
 
 
 def prediction_heatmaps(extras: dict) -> dict[str, np.ndarray]:
@@ -66,10 +99,12 @@ def _wrap(text: str, width_px: int, scale: float) -> list[str]:
 
 def overlay_panel(image: np.ndarray, gt: Optional[np.ndarray], pred: Optional[np.ndarray], text: str,
                   extra: str = "", min_height: int = 256,
-                  heatmaps: Optional[dict[str, np.ndarray]] = None, show_gt: bool = True) -> np.ndarray:
+                  heatmaps: Optional[dict[str, np.ndarray]] = None, show_gt: bool = True,
+                  pool: Optional[tuple[np.ndarray, Sequence[int]]] = None) -> np.ndarray:
     """Three panels (image | ground truth | prediction), then one per heat-map (``{name: [H, W]}`` in
-    [0, 1]), above the query text, as ``[H', W', 3] uint8``. ``show_gt=False`` drops the
-    ground-truth panel (inference: there is none).
+    [0, 1]), then, with ``pool=(candidates [N, H, W], selected)``, the candidate pool with the selected
+    group highlighted (:func:`pool_overlay`), above the query text, as ``[H', W', 3] uint8``.
+    ``show_gt=False`` drops the ground-truth panel (inference: there is none).
 
     Small images are upscaled (nearest; heat-maps bilinearly) to at least ``min_height`` so the text
     stays readable.
@@ -85,6 +120,10 @@ def overlay_panel(image: np.ndarray, gt: Optional[np.ndarray], pred: Optional[np
     for name in names:
         smap = cv2.resize(heatmaps[name].astype(np.float32), (w * s, h * s), interpolation=cv2.INTER_LINEAR)
         panels.append(heatmap_overlay(img, smap))
+    if pool is not None:
+        cands, chosen = pool
+        panels.append(pool_overlay(img, cands, chosen, scale=s))
+        names = names + [f"pool of {len(cands)} (selected {len(chosen)}: filled)"]
     sep = np.full((img.shape[0], 4, 3), 255, np.uint8)
     row = np.concatenate([x for p in panels for x in (sep, p)][1:], 1)
     scale = 0.5
@@ -143,8 +182,10 @@ class SegVisualizationHook(Hook):
                     return
                 pred = p.binary_mask()
                 extra = f"A: {p.text}" if p.text else ""
+                cands = (p.extras or {}).get("candidate_masks")
+                pool = (cands, p.selected) if cands is not None and p.selected is not None else None
                 panel = overlay_panel(sample.image, q.target, pred, q.text, extra,
-                                      heatmaps=prediction_heatmaps(p.extras))
+                                      heatmaps=prediction_heatmaps(p.extras), pool=pool)
                 name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{self._count:03d}_{sample.sample_id}")
                 cv2.imwrite(os.path.join(self._dir(runner, sub), name + ".png"), panel[..., ::-1])
                 self._count += 1
