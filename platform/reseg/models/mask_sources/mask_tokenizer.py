@@ -127,9 +127,17 @@ def masked_average_pool(
         raise ValueError(f"features batch {batch} must be 1 (shared map) or the number of masks {n_masks}")
     if n_masks == 0:
         return features.new_zeros(0, channels)
-    feats = feats.float()
-    m = masks.to(device=feats.device, dtype=torch.float32)
+    weights = pooling_weights(masks.to(feats.device), (h, w), empty=empty, resize=resize, binarize=binarize, eps=eps)
+    return pool_with_weights(features, weights)
 
+
+def pooling_weights(masks: torch.Tensor, size: tuple[int, int], empty: str = "centroid", resize: str = "bilinear",
+                    binarize: bool = False, eps: float = 1e-6) -> torch.Tensor:
+    """``[M, h, w]`` float32 weights of :func:`masked_average_pool` on an ``h x w`` grid (the resized
+    masks with the vanished-mask rule applied; all zero for a mask with no pixels). Computing them once
+    per grid size lets several encoders with the same grid share them."""
+    h, w = size
+    m = masks.to(dtype=torch.float32)
     weights = _resize_masks(m, (h, w), resize)
     if binarize:
         weights = (weights > 0).float()
@@ -149,11 +157,16 @@ def masked_average_pool(
             fallback = torch.zeros(int(vanished.sum()), h, w, device=m.device)
         weights = weights.clone()
         weights[vanished] = fallback
-    weights = weights * nonempty[:, None, None]  # an input mask with no pixels -> zero vector
+    return weights * nonempty[:, None, None]  # an input mask with no pixels -> zero vector
 
+
+def pool_with_weights(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``[M, C]``: ``sum_hw F * w / sum_hw w`` (0 where ``w`` is all zero) for ``features`` ``[C, h, w]``,
+    ``[1, C, h, w]`` or ``[M, C, h, w]`` and :func:`pooling_weights` ``[M, h, w]``."""
+    feats = (features[None] if features.dim() == 3 else features).float()
     total = weights.flatten(1).sum(1)
     denom = torch.where(total > 0, total, torch.ones_like(total))
-    if batch == 1:
+    if feats.shape[0] == 1:
         summed = torch.einsum("chw,mhw->mc", feats[0], weights)
     else:
         summed = torch.einsum("mchw,mhw->mc", feats, weights)
@@ -920,15 +933,19 @@ class MaskTokenizer(nn.Module):
         for start in range(0, m.shape[0], chunk):
             part = m[start:start + chunk].to(self.device)
             frames: dict[tuple[int, int], torch.Tensor] = {}
+            weights: dict[tuple, torch.Tensor] = {}  # encoders with the same frame and grid share them
             pooled = []
             for e, enc in enumerate(self.encoders):
                 coverage = tuple(getattr(enc, "coverage", (1.0, 1.0)))
                 ext = geom.extent(coverage)
                 if ext not in frames:
                     frames[ext] = geom.frame(part, coverage)
-                v = masked_average_pool(feats.maps[index][e].float(), frames[ext], empty=self.empty,
-                                        resize=self.resize, binarize=self.binarize)
-                pooled.append(self._normalise(v))
+                fmap = feats.maps[index][e]
+                key = (ext, tuple(fmap.shape[-2:]))
+                if key not in weights:
+                    weights[key] = pooling_weights(frames[ext], key[1], empty=self.empty, resize=self.resize,
+                                                   binarize=self.binarize)
+                pooled.append(self._normalise(pool_with_weights(fmap, weights[key])))
             out.append(torch.cat(pooled, 1))
         return torch.cat(out, 0)
 
