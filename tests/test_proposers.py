@@ -584,17 +584,22 @@ def test_mmdet_proposer_without_mmdet_says_how_to_install() -> None:
         MMDetProposer(config="any.py")
 
 
-@pytest.mark.mmdet
-def test_mmdet_mask_rcnn_random_weights_gives_masks_at_the_image_size() -> None:
-    pytest.importorskip("mmdet.apis")
+def mask_rcnn(**kwargs: Any) -> MMDetProposer:
+    """mmdet's bundled Mask R-CNN R50-FPN config, random weights, every instance kept (score > 0)."""
     import mmdet
 
     config = Path(mmdet.__file__).parent / ".mim" / "configs" / "mask_rcnn" / "mask-rcnn_r50_fpn_1x_coco.py"
     assert config.is_file(), f"mmdet's bundled configs not found at {config}"
+    return PROPOSERS.build(dict(type="MMDetProposer", config=str(config), score_thr=0.0, device="cpu",
+                                cfg_options={"model.backbone.init_cfg": None, "model.test_cfg.rcnn.score_thr": 0.0},
+                                min_area=0, max_candidates=20, **kwargs))
+
+
+@pytest.mark.mmdet
+def test_mmdet_mask_rcnn_random_weights_gives_masks_at_the_image_size() -> None:
+    pytest.importorskip("mmdet.apis")
     torch.manual_seed(0)
-    p = PROPOSERS.build(dict(type="MMDetProposer", config=str(config), score_thr=0.0, device="cpu",
-                             cfg_options={"model.backbone.init_cfg": None, "model.test_cfg.rcnn.score_thr": 0.0},
-                             min_area=0, max_candidates=20))
+    p = mask_rcnn()
     image = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
     props = p.propose(image, {})
     assert props.masks.dtype == bool and props.masks.shape[1:] == (96, 128)
@@ -605,3 +610,47 @@ def test_mmdet_mask_rcnn_random_weights_gives_masks_at_the_image_size() -> None:
 
     current = DefaultScope.get_current_instance()
     assert current is None or current.scope_name != "mmdet"
+
+
+@pytest.mark.mmdet
+def test_mmdet_checkpoint_is_loaded_strictly_by_the_safe_loader(tmp_path: Path) -> None:
+    pytest.importorskip("mmdet.apis")
+    import warnings
+
+    torch.manual_seed(0)
+    first = mask_rcnn()
+    path = tmp_path / "mask_rcnn.pth"
+    torch.save({"state_dict": first.model.state_dict(), "meta": {"dataset_meta": {"classes": ("a", "b")}}}, path)
+    torch.manual_seed(1)  # other random weights, replaced by the checkpoint's
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = mask_rcnn(checkpoint=str(path))
+    assert not [w for w in caught if "checkpoint is None" in str(w.message)]
+    assert loaded.model.dataset_meta == {"classes": ("a", "b")}
+    image = np.random.default_rng(1).integers(0, 256, (80, 72, 3), dtype=np.uint8)
+    a, b = first.propose(image), loaded.propose(image)
+    assert len(a) == len(b) >= 1 and np.array_equal(a.masks, b.masks)
+    assert a.scores == pytest.approx(b.scores)
+
+    sd = first.model.state_dict()
+    sd.pop(next(iter(sd)))
+    torch.save(sd, tmp_path / "partial.pth")
+    with pytest.raises(RuntimeError, match=r"partial\.pth.*does not fit the config.*1 missing keys"):
+        mask_rcnn(checkpoint=str(tmp_path / "partial.pth"))
+    with pytest.raises(FileNotFoundError, match=r"checkpoint not found: .*nope\.pth.*proposer\.checkpoint"):
+        mask_rcnn(checkpoint=str(tmp_path / "nope.pth"))
+
+
+def test_reseg_list_shows_the_built_in_proposers_and_mask_encoders() -> None:
+    """`reseg list` imports the registries' lazy locations first (they were listed as "(none)")."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "reseg.cli", "list", "proposers"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    for name in ("MMDetProposer", "PrecomputedProposer", "SAMAutomaticProposer"):
+        assert name in out.stdout
+    out = subprocess.run([sys.executable, "-m", "reseg.cli", "list", "mask_encoders"], capture_output=True,
+                         text=True, timeout=120)
+    assert "MaskTokenizer" in out.stdout and "PositionEncoding" in out.stdout

@@ -132,6 +132,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     result: dict[str, list[dict[str, str]]] = {}
     for kind in kinds:
         registry = REGISTRIES[kind]
+        registry.import_from_location()  # the core's own types live in lazy `locations`
         entries = dict(registry.module_dict)
         if args.all and registry.parent is not None:
             for name, obj in registry.parent.module_dict.items():

@@ -545,11 +545,15 @@ class MMDetProposer(BaseProposer):
         self.scope = scope or cfg.get("default_scope", None) or "mmdet"
         self.device = default_device(device)
         self._inference = inference_detector
-        with DefaultScope.overwrite_default_scope(self.scope):  # init_detector sets a global scope
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*checkpoint is None.*")
-                warnings.filterwarnings("ignore", message=".*dataset_meta or class names are not saved.*")
-                self.model = init_detector(cfg, None, device=self.device)
+        # init_detector sets a global registry scope (restored here) and warns "checkpoint is None" (it
+        # calls warnings.simplefilter itself, so the warnings are recorded and re-issued unless the
+        # weights are loaded below, by reseg's safe loader)
+        with DefaultScope.overwrite_default_scope(self.scope), warnings.catch_warnings(record=True) as caught:
+            self.model = init_detector(cfg, None, device=self.device)
+        for w in caught:
+            if checkpoint is not None and "checkpoint is None" in str(w.message):
+                continue
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         if checkpoint is not None:
             self._load_weights(str(Path(checkpoint).expanduser()), config_key)
         self.model.eval().requires_grad_(False)
