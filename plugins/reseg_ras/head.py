@@ -208,7 +208,8 @@ class RASHead(BaseHead):
                 terms.append(RF.weighted_bce(lg, y, self.pos_weight))
         # every query weighs the same, whatever its pool size; a batch of empty pools gives a 0 loss
         loss = torch.stack(terms).mean() if terms else ctx.lmm_out["hidden"].sum() * 0.0
-        return dict(loss_select=loss, pos_per_query=torch.tensor(n_pos / max(len(logits), 1)))
+        # logged (not a loss): positives per query, on the loss's device so DDP can average the log
+        return dict(loss_select=loss, pos_per_query=torch.tensor(n_pos / max(len(logits), 1), device=loss.device))
 
     # ------------------------------------------------------------------ prediction
     def _prediction(self, sample: Sample, probs: np.ndarray, selected: list[int], text: str = "",
