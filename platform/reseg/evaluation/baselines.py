@@ -35,47 +35,36 @@ def _leaf_datasets(dataset) -> list[tuple[Any, int]]:
     return [(dataset, i) for i in range(len(dataset))]
 
 
+def _largest(masks: Optional[np.ndarray], s: Sample) -> Optional[list[np.ndarray]]:
+    """The largest of ``masks`` (``[n, H, W]``) for every query; None when there are no masks to use."""
+    if masks is None:
+        return None
+    masks = np.asarray(masks, bool)
+    big = masks[int(np.argmax(masks.reshape(len(masks), -1).sum(1)))] if len(masks) else np.zeros(s.size, bool)
+    return [big for _ in s.queries]
+
+
+def _union(masks: Optional[np.ndarray], s: Sample) -> Optional[list[np.ndarray]]:
+    """The union of ``masks`` (``[n, H, W]``) for every query; None when there are no masks to use."""
+    if masks is None:
+        return None
+    masks = np.asarray(masks, bool)
+    fg = masks.any(0) if len(masks) else np.zeros(s.size, bool)
+    return [fg for _ in s.queries]
+
+
 def _predictors() -> dict[str, Callable[[Any, int, Sample], Optional[list[np.ndarray]]]]:
-    def empty(ds, i, s):
-        return [np.zeros(s.size, bool) for _ in s.queries]
+    def objects(ds, i):
+        return ds.object_masks(i) if hasattr(ds, "object_masks") else None
 
-    def whole(ds, i, s):
-        return [np.ones(s.size, bool) for _ in s.queries]
-
-    def largest(ds, i, s):
-        if not hasattr(ds, "object_masks"):
-            return None
-        objs = ds.object_masks(i)
-        if len(objs) == 0:
-            return [np.zeros(s.size, bool) for _ in s.queries]
-        big = objs[int(np.argmax(objs.reshape(len(objs), -1).sum(1)))]
-        return [big for _ in s.queries]
-
-    def union(ds, i, s):
-        if not hasattr(ds, "object_masks"):
-            return None
-        objs = ds.object_masks(i)
-        fg = objs.any(0) if len(objs) else np.zeros(s.size, bool)
-        return [fg for _ in s.queries]
-
-    def all_candidates(ds, i, s):
-        if s.candidate_masks is None:
-            return None
-        pool = np.asarray(s.candidate_masks, bool)
-        fg = pool.any(0) if len(pool) else np.zeros(s.size, bool)
-        return [fg for _ in s.queries]
-
-    def largest_candidate(ds, i, s):
-        if s.candidate_masks is None:
-            return None
-        pool = np.asarray(s.candidate_masks, bool)
-        if len(pool) == 0:
-            return [np.zeros(s.size, bool) for _ in s.queries]
-        big = pool[int(np.argmax(pool.reshape(len(pool), -1).sum(1)))]
-        return [big for _ in s.queries]
-
-    return {"empty": empty, "whole_image": whole, "largest_object": largest, "all_objects": union,
-            "all_candidates": all_candidates, "largest_candidate": largest_candidate}
+    return {
+        "empty": lambda ds, i, s: [np.zeros(s.size, bool) for _ in s.queries],
+        "whole_image": lambda ds, i, s: [np.ones(s.size, bool) for _ in s.queries],
+        "largest_object": lambda ds, i, s: _largest(objects(ds, i), s),
+        "all_objects": lambda ds, i, s: _union(objects(ds, i), s),
+        "all_candidates": lambda ds, i, s: _union(s.candidate_masks, s),
+        "largest_candidate": lambda ds, i, s: _largest(s.candidate_masks, s),
+    }
 
 
 def evaluate_baselines(dataset, evaluator_cfg: Any) -> dict[str, dict[str, float]]:

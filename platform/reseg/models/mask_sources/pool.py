@@ -38,13 +38,11 @@ class PoolBatch:
     Attributes:
         pools: per image, ``[N_i, H, W] bool`` candidates at the original size (on the model device).
         features: the tokenizer's per-image encoder features (``encode_images`` output).
-        sources: per image, where its pool came from (``'dataset'`` or the proposer's class name).
         cache: per image, the projected candidate tokens once computed (:meth:`candidate_embeddings`).
     """
 
     pools: list[torch.Tensor]
     features: Any
-    sources: list[str]
     cache: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
@@ -126,15 +124,13 @@ class CandidatePoolSource(nn.Module):
         """
         out: list[Sample] = []
         pools: list[torch.Tensor] = []
-        sources: list[str] = []
         dev = self.device
         for s in samples:
             masks, source = self._pool_of(s)
             out.append(dataclasses.replace(s, candidate_masks=masks, meta={**s.meta, "pool_source": source}))
             pools.append(torch.from_numpy(np.ascontiguousarray(masks)).to(dev))
-            sources.append(source)
         feats = self.tokenizer.encode_images([s.image for s in samples])
-        return out, PoolBatch(pools=pools, features=feats, sources=sources)
+        return out, PoolBatch(pools=pools, features=feats)
 
     # ------------------------------------------------------------------ tokens
     def embed_masks(self, batch: PoolBatch, index: int, masks: Any) -> torch.Tensor:

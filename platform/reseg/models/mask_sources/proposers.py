@@ -418,7 +418,7 @@ class SAMAutomaticProposer(BaseProposer):
         super().__init__(min_area=min_area, nms_iou=nms_iou, max_candidates=max_candidates, order=order)
         from segment_anything import SamAutomaticMaskGenerator
 
-        from reseg.models.mask_sources.sam import build_sam, load_state_dict_file
+        from reseg.models.mask_sources.sam import build_sam, load_sam_checkpoint, load_state_dict_file
 
         amg_cfg = dict(SAM_AMG_DEFAULTS)
         if amg:
@@ -429,19 +429,13 @@ class SAMAutomaticProposer(BaseProposer):
                 raise TypeError(f"SAMAutomaticProposer: unknown amg setting(s) {bad}; "
                                 f"SamAutomaticMaskGenerator accepts {sorted(accepted)}")
             amg_cfg.update(amg)
-        state = None
-        if checkpoint is not None:
-            state = load_state_dict_file(checkpoint, f"{config_key}.checkpoint")  # raises naming path and key
+        if checkpoint is not None and not Path(checkpoint).expanduser().is_file():
+            load_state_dict_file(checkpoint, f"{config_key}.checkpoint")  # raises naming path and key, before building
         self.device = default_device(device)
         sam = build_sam(variant, image_size, prompt_dim, encoder, decoder_depth, decoder_mlp_dim,
                         decoder_heads, iou_head_hidden_dim)
-        if state is not None:
-            missing, unexpected = sam.load_state_dict(state, strict=False)
-            if missing or unexpected:
-                raise RuntimeError(
-                    f"SAM checkpoint {checkpoint!r} ({config_key}.checkpoint) does not match variant {variant!r}: "
-                    f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected "
-                    f"(e.g. {unexpected[:3]})")
+        if checkpoint is not None:
+            load_sam_checkpoint(sam, checkpoint, f"{config_key}.checkpoint", variant)
         self.sam = sam.to(self.device).eval().requires_grad_(False)
         self.generator = SamAutomaticMaskGenerator(self.sam, output_mode="binary_mask", **amg_cfg)
         if not multimask_output:

@@ -86,6 +86,18 @@ def load_state_dict_file(path: str | Path, key: str) -> dict:
     return read_state_dict(str(p))
 
 
+def load_sam_checkpoint(sam: nn.Module, checkpoint: str | Path, key: str, variant: str) -> None:
+    """Load a SAM state dict into ``sam``; missing or unexpected keys are an error naming the file,
+    the config ``key`` and the ``variant`` it was built as."""
+    sd = load_state_dict_file(checkpoint, key)
+    missing, unexpected = sam.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(
+            f"SAM checkpoint {str(checkpoint)!r} ({key}) does not match variant {variant!r}: "
+            f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected "
+            f"(e.g. {unexpected[:3]})")
+
+
 @MASK_SOURCES.register_module()
 class SAMMaskSource(nn.Module):
     """SAM image encoder + prompt encoder + mask decoder, as a reseg mask source.
@@ -121,14 +133,7 @@ class SAMMaskSource(nn.Module):
         self.sam = build_sam(variant, image_size, prompt_dim, encoder, decoder_depth, decoder_mlp_dim,
                              decoder_heads, iou_head_hidden_dim)
         if checkpoint is not None:
-            sd = load_state_dict_file(checkpoint, "model.mask_source.checkpoint")
-            missing, unexpected = self.sam.load_state_dict(sd, strict=False)
-            if missing or unexpected:
-                raise RuntimeError(
-                    f"SAM checkpoint {checkpoint!r} does not match variant {variant!r}: "
-                    f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected "
-                    f"(e.g. {unexpected[:3]})"
-                )
+            load_sam_checkpoint(self.sam, checkpoint, "model.mask_source.checkpoint", variant)
         self.image_size = image_size
         self.prompt_dim = prompt_dim
         self.freeze_image_encoder = freeze_image_encoder
