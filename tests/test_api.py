@@ -15,28 +15,10 @@ import torch
 from mmengine.config import Config
 from PIL import Image
 
-from tiny import tiny_model_cfg
+from tiny import tiny_model_cfg, write_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADS = ("LISAHead", "READHead", "AnchorSegHead")
-
-
-def _write_model(tmp: Path, head: str, fmt: str) -> tuple[str, str, torch.nn.Module]:
-    """A config file and a checkpoint of a freshly initialised tiny model (and the model itself)."""
-    from reseg.engine.checkpoint import save_model_weights
-    from reseg.registry import MODELS
-
-    torch.manual_seed(0)
-    cfg = Config(dict(default_scope="reseg", model=tiny_model_cfg(str(tmp / "tok"), head=head)))
-    cfg_path = str(tmp / f"{head}.py")
-    cfg.dump(cfg_path)
-    model = MODELS.build(cfg.model).eval()
-    if fmt == "pth":  # what tools/train.py writes: mmengine's {'meta', 'state_dict', ...}
-        ckpt = str(tmp / f"{head}.pth")
-        torch.save({"meta": {"iter": 1}, "state_dict": model.state_dict()}, ckpt)
-    else:
-        ckpt = save_model_weights(model, str(tmp / f"{head}.safetensors"))
-    return cfg_path, ckpt, model
 
 
 def _image(path: Path, h: int, w: int, seed: int) -> np.ndarray:
@@ -52,7 +34,7 @@ def lisa(tmp_path_factory):
     from reseg import load_model
 
     tmp = tmp_path_factory.mktemp("api")
-    cfg_path, ckpt, _ = _write_model(tmp, "LISAHead", "pth")
+    cfg_path, ckpt, _ = write_tiny_model(tmp, "LISAHead", "pth")
     images = [(tmp / "a.png", _image(tmp / "a.png", 48, 64, 1)), (tmp / "b.png", _image(tmp / "b.png", 40, 30, 2))]
     return dict(tmp=tmp, cfg=cfg_path, ckpt=ckpt, seg=load_model(cfg_path, ckpt, device="cpu"), images=images)
 
@@ -61,7 +43,7 @@ def lisa(tmp_path_factory):
 def test_path_pil_and_array_give_the_same_mask_at_the_original_size(tmp_path, head):
     from reseg import load_model
 
-    cfg_path, ckpt, model = _write_model(tmp_path, head, "safetensors")
+    cfg_path, ckpt, model = write_tiny_model(tmp_path, head, "safetensors")
     seg = load_model(cfg_path, ckpt)
     assert not seg.model.training and seg.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
     path = tmp_path / "img.png"
@@ -141,7 +123,7 @@ def test_reference_masks_are_passed_on_as_query_reference_masks(lisa, monkeypatc
 def test_a_checkpoint_of_another_model_is_refused(lisa, tmp_path):
     from reseg import load_model
 
-    _, other, _ = _write_model(tmp_path, "AnchorSegHead", "safetensors")
+    _, other, _ = write_tiny_model(tmp_path, "AnchorSegHead", "safetensors")
     with pytest.raises(ValueError, match="does not fit this model"):
         load_model(lisa["cfg"], other)
 

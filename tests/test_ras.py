@@ -13,27 +13,9 @@ import pytest
 import torch
 
 from reseg_ras import functional as RF
-from tiny import tiny_lmm_cfg
+from tiny import ras_model_cfg, tiny_lmm_cfg, tiny_tokenizer_cfg
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_tokenizer_cfg() -> dict:
-    """Two encoders of the tokenizer at the smallest sizes: a DINOv2-architecture timm ViT + position."""
-    return dict(type="MaskTokenizer", encoders=[
-        dict(type="TimmEncoder", model_name="vit_small_patch14_dinov2", img_size=56,
-             model_kwargs=dict(embed_dim=16, depth=1, num_heads=2)),
-        dict(type="PositionEncoding", channels=16, grid=4),
-    ])
-
-
-def ras_model_cfg(tokenizer_dir: str, head: str = "RASHead", **head_kw) -> dict:
-    lmm = tiny_lmm_cfg(tokenizer_dir, lora=None, trainable_modules="all")
-    lmm["tiny"]["text"]["max_position_embeddings"] = 1024
-    lmm["max_length"] = 1024
-    return dict(type="ReasoningSegmentor", lmm=lmm,
-                mask_source=dict(type="CandidatePoolSource", tokenizer=tiny_tokenizer_cfg(), max_candidates=64),
-                head=dict(type=head, **head_kw))
 
 
 @pytest.fixture(scope="module")

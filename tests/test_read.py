@@ -321,6 +321,41 @@ def test_a_generated_seg_is_decoded_with_points(model, monkeypatch):
     assert seen[0].shape == (1, 6 + 2, 32)
 
 
+def test_predictions_carry_the_similarity_heat_map_of_their_seg_tokens(model, monkeypatch):
+    s = toy_sample(n_queries=2, seed=5)
+    model.eval()
+    with torch.no_grad():
+        out = model.predict([s], generate=False)[0]["predictions"]
+        ctx = model.prepare([s], "val")
+        model.run_lmm(ctx)
+        states, image_of, _, read = model.head._gather(ctx)
+        sim = RF.similarity_map(ctx.lmm_out["hidden"], ctx.lmm_out["image_positions"], read[:, 0], states)
+    head = model.head
+    expected = RF.full_resolution_map(sim, head.grid, s.size, head.aspect, head.input_size)
+    for k, p in enumerate(out):  # one [SEG] per query, in query order
+        smap = p.extras["heatmaps"]["similarity"]
+        assert smap.shape == (1, 48, 64)
+        torch.testing.assert_close(smap[0], expected[k], atol=1e-5, rtol=1e-5)
+        assert float(smap.min()) >= 0.0 and float(smap.max()) <= 1.0
+    # free generation: one map per generated [SEG]; no [SEG], an empty stack (nothing drawn)
+    lmm = model.lmm
+    gen_states = torch.randn(2, lmm.hidden_size, generator=torch.Generator().manual_seed(3))
+    monkeypatch.setattr(lmm, "generate", lambda ids, feats, max_new_tokens=32: ([head.seg_id, 2], gen_states))
+    with torch.no_grad():
+        p = model.predict([toy_sample(n_queries=1)], generate=True)[0]["predictions"][0]
+    assert p.extras["heatmaps"]["similarity"].shape == (1, 48, 64)
+    monkeypatch.setattr(lmm, "generate", lambda ids, feats, max_new_tokens=32: ([2], gen_states[:1]))
+    with torch.no_grad():
+        p = model.predict([toy_sample(n_queries=1)], generate=True)[0]["predictions"][0]
+    assert not p.exists and p.extras["heatmaps"]["similarity"].shape == (0, 48, 64)
+    head.return_similarity = False
+    try:
+        with torch.no_grad():
+            assert model.predict([s], generate=False)[0]["predictions"][0].extras == {}
+    finally:
+        head.return_similarity = True
+
+
 # ------------------------------------------------------------------------------ configs, training, analysis
 def test_tiny_read_config_changes_only_the_head_of_tiny_lisa():
     from mmengine.config import Config

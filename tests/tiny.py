@@ -1,7 +1,10 @@
 """Tiny model configs shared by tests: the real classes at the smallest useful sizes, random weights."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import torch
 
 from reseg.structures import Query, Sample
 
@@ -84,3 +87,47 @@ def tiny_train_cfg(synth_root, tokenizer_dir: str, work_dir: str, max_iters: int
         randomness=dict(seed=0),
         env_cfg=dict(mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0)),
     ))
+
+
+def tiny_tokenizer_cfg() -> dict:
+    """The RAS mask tokenizer at the smallest sizes: a DINOv2-architecture timm ViT + the position encoding."""
+    return dict(type="MaskTokenizer", encoders=[
+        dict(type="TimmEncoder", model_name="vit_small_patch14_dinov2", img_size=56,
+             model_kwargs=dict(embed_dim=16, depth=1, num_heads=2)),
+        dict(type="PositionEncoding", channels=16, grid=4),
+    ])
+
+
+def ras_model_cfg(tokenizer_dir: str, head: str = "RASHead", **head_kw) -> dict:
+    """Tiny RAS: the tiny LLaVA (fully trainable, room for 2 x 64 candidates) + a candidate-pool source."""
+    lmm = tiny_lmm_cfg(tokenizer_dir, lora=None, trainable_modules="all")
+    lmm["tiny"]["text"]["max_position_embeddings"] = 1024
+    lmm["max_length"] = 1024
+    return dict(type="ReasoningSegmentor", lmm=lmm,
+                mask_source=dict(type="CandidatePoolSource", tokenizer=tiny_tokenizer_cfg(), max_candidates=64),
+                head=dict(type=head, **head_kw))
+
+
+def write_tiny_model(tmp: Path, head: str, fmt: str = "pth", model_cfg: dict | None = None,
+                     ) -> tuple[str, str, torch.nn.Module]:
+    """A config file and a ``.pth`` (``fmt='pth'``) or ``.safetensors`` checkpoint of a freshly initialised
+    tiny model (and the model itself): ``tiny_model_cfg`` with ``head``, or ``model_cfg`` when given."""
+    from mmengine.config import Config
+
+    from reseg.engine.checkpoint import save_model_weights
+    from reseg.plugins import load_plugins
+    from reseg.registry import MODELS
+
+    load_plugins()
+    torch.manual_seed(0)
+    model_cfg = tiny_model_cfg(str(tmp / "tok"), head=head) if model_cfg is None else model_cfg
+    cfg = Config(dict(default_scope="reseg", model=model_cfg))
+    cfg_path = str(tmp / f"{head}.py")
+    cfg.dump(cfg_path)
+    model = MODELS.build(cfg.model).eval()
+    if fmt == "pth":  # what tools/train.py writes: mmengine's {'meta', 'state_dict', ...}
+        ckpt = str(tmp / f"{head}.pth")
+        torch.save({"meta": {"iter": 1}, "state_dict": model.state_dict()}, ckpt)
+    else:
+        ckpt = save_model_weights(model, str(tmp / f"{head}.safetensors"))
+    return cfg_path, ckpt, model

@@ -209,7 +209,7 @@ def _run(args, jobs: list[dict], seg, generate: Optional[bool], partial: str, pr
     import cv2
 
     from reseg.api import as_rgb_image
-    from reseg.engine.visualization import overlay_panel, prediction_heatmaps
+    from reseg.engine.visualization import result_panel
     from reseg.evaluation.dump import encode_mask
     from reseg.fileio import atomic_write_bytes
 
@@ -242,16 +242,7 @@ def _run(args, jobs: list[dict], seg, generate: Optional[bool], partial: str, pr
                     atomic_write_bytes(os.path.join(args.out_dir, mask_rel), buf.tobytes())
                     overlay_rel = None
                     if not args.no_overlay:
-                        extra = [f"exists: {r.exists}"]
-                        if r.score is not None:
-                            extra.append(f"score: {r.score:.3f}")
-                        if r.text is not None:
-                            extra.append(f"A: {r.text}")
-                        cands = (r.prediction.extras or {}).get("candidate_masks")
-                        pool = (cands, r.prediction.selected) if cands is not None else None
-                        panel = overlay_panel(image, None, r.mask, r.query, " | ".join(extra),
-                                              heatmaps=prediction_heatmaps(r.prediction.extras), show_gt=False,
-                                              pool=pool)
+                        panel = result_panel(image, r)
                         overlay_rel = os.path.join("overlays", name)
                         _, buf = cv2.imencode(".png", panel[..., ::-1])
                         atomic_write_bytes(os.path.join(args.out_dir, overlay_rel), buf.tobytes())

@@ -238,10 +238,19 @@ class LISAHead(BaseHead):
             preds = []
             for qi in range(len(s.queries)):
                 idx = [j for j, q in mine if q == qi]
-                preds.append(QueryPrediction(masks=logits[i][[local[j] for j in idx]].detach().float().cpu(),
-                                             exists=bool(exists[idx].all()) if idx else False))
+                rows = [local[j] for j in idx]
+                preds.append(QueryPrediction(masks=logits[i][rows].detach().float().cpu(),
+                                             exists=bool(exists[idx].all()) if idx else False,
+                                             extras=self.prediction_extras(ctx, i, rows)))
             out.append(preds)
         return out
+
+    def prediction_extras(self, ctx: BatchContext, image: int, rows: Optional[list[int]]) -> dict:
+        """``QueryPrediction.extras`` of one query of image ``image`` whose masks are rows ``rows`` of the
+        last :meth:`decode_masks` output for that image (None: the query got no mask). LISA has none;
+        subclasses add e.g. heat-maps (``{"heatmaps": {name: [m, H, W] in [0, 1]}}``, drawn by the
+        visualisation and the web demo)."""
+        return {}
 
     def _predict_generate(self, ctx: BatchContext, lmm, mask_source) -> list[list[QueryPrediction]]:
         """Free generation (spec §1.9): a ``[SEG]`` yields a mask; no ``[SEG]`` (or a ``[REJ]``) means
@@ -261,9 +270,12 @@ class LISAHead(BaseHead):
                     masks = self.decode_masks(ctx, mask_source, st, torch.full((len(seg_steps),), i,
                                                                              device=st.device))[i]
                     masks = masks.detach().float().cpu()
+                    extras = self.prediction_extras(ctx, i, list(range(len(seg_steps))))
                 else:
                     masks = torch.zeros((0, *s.size))
+                    extras = self.prediction_extras(ctx, i, None)
                 for qi in conv.query_ids:
-                    preds[qi] = QueryPrediction(masks=masks, exists=bool(seg_steps), text=lmm.decode(gen))
+                    preds[qi] = QueryPrediction(masks=masks, exists=bool(seg_steps), text=lmm.decode(gen),
+                                                extras=dict(extras))
             out.append(preds)  # type: ignore[arg-type]
         return out

@@ -19,8 +19,11 @@ from reseg.structures import QueryPrediction
 from reseg_lisa.head import LISAHead
 
 from .functional import (ASPECTS, DTOC_KERNELS, DTOC_WINDOW, PAPER_STAT_K, READ7B_DOWN_SAMPLE,
-                         READ7B_NUM_POINTS, READ_T_NEG, READ_T_POS, THRESHOLD_MODES, similarity_as_points,
-                         similarity_map, to_sam_frame)
+                         READ7B_NUM_POINTS, READ_T_NEG, READ_T_POS, THRESHOLD_MODES, full_resolution_map,
+                         similarity_as_points, similarity_map, to_sam_frame)
+
+#: ``ctx.lmm_out`` key of the per-image similarity heat-maps of the last :meth:`READHead.decode_masks`.
+MAPS_KEY = "read_similarity_maps"
 
 
 def _bad(key: str, expected: str, got) -> ValueError:
@@ -83,14 +86,18 @@ class READHead(LISAHead):
             backbone is an error, since the points would land in the wrong place (§2.7).
         **lisa_kwargs: :class:`LISAHead`'s (loss weights, ``seg_convention``, ``system_prompt``,
             ``rej_token``, ...).
+        return_similarity: put each query's similarity map S~ (min-max over the image tokens, at the
+            original size: :func:`full_resolution_map`) in ``QueryPrediction.extras['heatmaps']``
+            under ``'similarity'``, for the visualisation and the web demo.
     """
 
     def __init__(self, num_points: int = READ7B_NUM_POINTS, down_sample: int = READ7B_DOWN_SAMPLE,
                  thresholds: str = "fixed", t_pos: float = READ_T_POS, t_neg: float = READ_T_NEG,
                  stat_k: float = PAPER_STAT_K, dtoc: bool = True, dtoc_kernel: str = "gaussian",
                  dtoc_window: Optional[int] = None, seg_prompt: bool = True,
-                 image_aspect: Optional[str] = None, **lisa_kwargs) -> None:
+                 image_aspect: Optional[str] = None, return_similarity: bool = True, **lisa_kwargs) -> None:
         super().__init__(**lisa_kwargs)
+        self.return_similarity = bool(return_similarity)
         if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 1:
             raise _bad("num_points", "a positive int", num_points)
         if isinstance(down_sample, bool) or not isinstance(down_sample, int) or down_sample < 1:
@@ -163,6 +170,12 @@ class READHead(LISAHead):
         ``[SEG]`` embedding follows (step 6d), unless ``seg_prompt=False``.
         """
         sim = self._similarity(ctx, states, image_of)
+        if self.return_similarity and not self.training:
+            maps = ctx.lmm_out.setdefault(MAPS_KEY, {})
+            for i in image_of.unique().tolist():
+                sel = (image_of == i).nonzero(as_tuple=True)[0]
+                maps[i] = full_resolution_map(sim[sel].detach(), self.grid, ctx.samples[i].size, self.aspect,
+                                              self.input_size).cpu()
         emb = self.projection(states)
         # images without a [SEG] get an empty stack that still belongs to the graph
         out = [emb.new_zeros((0, *s.size)) + emb.sum() * 0 for s in ctx.samples]
@@ -175,6 +188,15 @@ class READHead(LISAHead):
                                         points=(to_sam_frame(pts, size, resized), labels))
             out[i] = mask_source.postprocess(low, resized, size)
         return out
+
+    def prediction_extras(self, ctx: BatchContext, image: int, rows: Optional[list[int]]) -> dict:
+        """The similarity heat-maps of the query's ``[SEG]`` tokens (``return_similarity``)."""
+        if not self.return_similarity:
+            return {}
+        maps = (ctx.lmm_out.get(MAPS_KEY) or {}).get(image)
+        if maps is None or not rows:
+            return {"heatmaps": {"similarity": torch.zeros((0, *ctx.samples[image].size))}}
+        return {"heatmaps": {"similarity": maps[rows]}}
 
     # ------------------------------------------------------------------ generation
     def image_token_states(self, ctx: BatchContext, lmm) -> list[Optional[torch.Tensor]]:

@@ -137,6 +137,24 @@ def overlay_panel(image: np.ndarray, gt: Optional[np.ndarray], pred: Optional[np
     return np.concatenate([row, band], 0)
 
 
+def result_panel(image: np.ndarray, result) -> np.ndarray:
+    """The inference panel of one :class:`reseg.api.SegmentationResult`: :func:`overlay_panel` without a
+    ground truth, with the head's heat-maps and, for selection heads, the candidate pool, and a line with
+    the existence decision, the score and the generated answer. Shared by ``tools/infer.py`` and the web
+    demo (``reseg.demo``)."""
+    extra = [f"exists: {result.exists}"]
+    if result.score is not None:
+        extra.append(f"score: {result.score:.3f}")
+    if result.text is not None:
+        extra.append(f"A: {result.text}")
+    pred = result.prediction
+    extras = getattr(pred, "extras", None) or {}
+    cands = extras.get("candidate_masks")
+    pool = (cands, pred.selected or []) if cands is not None else None
+    return overlay_panel(image, None, result.mask, result.query, " | ".join(extra),
+                         heatmaps=prediction_heatmaps(extras), show_gt=False, pool=pool)
+
+
 @HOOKS.register_module()
 class SegVisualizationHook(Hook):
     """Save overlay PNGs of the first ``max_images`` queries seen during test (and val, if asked).
