@@ -106,6 +106,31 @@ def test_bad_arguments_name_the_argument_and_what_was_expected(lisa, tmp_path):
         seg.segment(img, "a", reference_masks=np.zeros((2, 10, 10), bool))
 
 
+def test_bf16_precision_runs_the_forward_under_autocast_and_returns_float32(lisa):
+    from reseg import load_model
+    from reseg.api import resolve_precision
+
+    assert lisa["seg"].precision == "fp32"  # 'auto' on a CPU
+    assert resolve_precision("auto", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(ValueError, match=r"precision: expected 'auto', 'fp32' or 'bf16', got 'fp16'"):
+        load_model(lisa["cfg"], lisa["ckpt"], device="cpu", precision="fp16")
+    seg = load_model(lisa["cfg"], lisa["ckpt"], device="cpu", precision="bf16")
+    seen = []
+    linear = next(m for m in seg.model.lmm.modules() if isinstance(m, torch.nn.Linear))
+    hook = linear.register_forward_hook(
+        lambda mod, args, out: seen.append((torch.get_autocast_dtype("cpu"), out.dtype)))
+    img = lisa["images"][0][1]
+    try:
+        r = seg.segment(img, "the red square")
+    finally:
+        hook.remove()
+    assert seen and all(s == (torch.bfloat16, torch.bfloat16) for s in seen)  # the LMM's layers ran in bf16
+    assert r.prediction.masks.dtype == torch.float32 and r.mask.shape == img.shape[:2]
+    ref = lisa["seg"].segment(img, "the red square")
+    # same decision on nearly every pixel (random weights: logits near 0 can flip with bf16 rounding)
+    assert np.mean(r.mask == ref.mask) > 0.9
+
+
 def test_reference_masks_are_passed_on_as_query_reference_masks(lisa, monkeypatch):
     seg = lisa["seg"]
     img = lisa["images"][0][1]
@@ -209,8 +234,19 @@ def test_infer_cli_on_jsonl_and_overwrite(lisa, monkeypatch):
     with pytest.raises(SystemExit, match="results.jsonl.*--overwrite"):
         infer.main(argv)
     assert (out / "results.jsonl").read_text() == before
+    mine = out / "masks" / "notes.txt"
+    mine.write_text("kept")  # not listed in results.jsonl: never removed
     assert infer.main(argv + ["--overwrite", "--no-overlay"]) == 0
     assert len((out / "results.jsonl").read_text().splitlines()) == 3
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == []  # the replaced run's overlays are gone
+    assert len(list((out / "masks").glob("*.png"))) == 3 and mine.read_text() == "kept"
+    # a smaller run replaces a larger one: only its own PNGs stay
+    jsonl.write_text(json.dumps({"image": "a.png", "query": "the red square"}) + "\n")
+    assert infer.main(argv + ["--overwrite"]) == 0
+    lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert len(lines) == 1
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == sorted(
+        [lines[0]["mask_png"], lines[0]["overlay_png"]])
 
 
 @pytest.mark.parametrize("line, message", [

@@ -104,7 +104,7 @@ def test_page_and_info(lisa):
     info = json.loads(body)
     assert status == 200
     assert info == dict(config="LISAHead.py", head="LISAHead", mask_source="SAMMaskSource", uses_pools=False,
-                        generates_by_default=False, device="cpu")
+                        generates_by_default=False, device="cpu", precision="fp32")
     status, body, _ = lisa["server"].get("/nope")
     assert status == 404 and "/nope" in json.loads(body)["error"]
 

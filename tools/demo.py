@@ -29,6 +29,8 @@ def parse_args(argv=None):
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 = any free port)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available, else CPU)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto (default): bf16 autocast on CUDA, fp32 on CPU; bf16 also works on CPU")
     p.add_argument("--proposer", metavar="PROPOSER_CONFIG", default=None,
                    help="for pool-based heads (RAS): a config with `proposer = dict(type=...)` that makes the "
                         "candidate pool of uploaded images (replaces the config's model.mask_source.proposer)")
@@ -65,7 +67,8 @@ def main(argv=None) -> int:
     from reseg.demo import DemoApp, make_server
 
     try:
-        seg = load_model(args.config, args.checkpoint, device=args.device, cfg_options=options or None)
+        seg = load_model(args.config, args.checkpoint, device=args.device, cfg_options=options or None,
+                         precision=args.precision)
     except (ValueError, RuntimeError, FileNotFoundError, NotImplementedError, TypeError) as err:
         sys.exit(f"error: {err}")
     if seg.uses_pools and getattr(seg.model.mask_source, "proposer", None) is None:

@@ -25,7 +25,9 @@ The lines go to ``results.jsonl.partial`` while the run goes on and are renamed 
 at the end, so an interrupted run never leaves a half-written ``results.jsonl`` (nor replaces the
 previous one); the ``.partial`` file keeps what was done.
 
-An existing non-empty ``results.jsonl`` is not overwritten without ``--overwrite``. Masks follow
+An existing non-empty ``results.jsonl`` is not overwritten without ``--overwrite``. With it, once the
+new run has finished, the PNGs that the replaced ``results.jsonl`` listed and the new run did not
+write again are removed (nothing else in ``--out-dir`` is touched). Masks follow
 :mod:`reseg.api` (``logits > 0``; empty when the model rejects the query).
 """
 from __future__ import annotations
@@ -58,6 +60,8 @@ def parse_args(argv=None):
                         "instead of teacher forcing")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward (default 1)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available, else CPU)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto (default): bf16 autocast on CUDA, fp32 on CPU; bf16 also works on CPU")
     p.add_argument("--no-overlay", action="store_true", help="write only the masks and results.jsonl")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty results.jsonl")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None)
@@ -179,7 +183,7 @@ def main(argv=None) -> int:
 
     try:
         seg = load_model(args.config, args.checkpoint, device=args.device, cfg_options=args.cfg_options,
-                         batch_size=args.batch_size)
+                         batch_size=args.batch_size, precision=args.precision)
     except (ValueError, RuntimeError, FileNotFoundError, NotImplementedError) as err:
         sys.exit(f"error: {err}")
     generate = True if args.generate else None
@@ -199,9 +203,39 @@ def main(argv=None) -> int:
             print(f"stopped early; the results so far are in {partial}", file=sys.stderr)
         raise
     progress.close()
+    stale = _previous_outputs(results_path) - _previous_outputs(partial)
     os.replace(partial, results_path)
-    print(f"{written} results written to {results_path}")
+    for rel in sorted(stale):  # PNGs of the replaced run that this run did not write again
+        os.remove(os.path.join(args.out_dir, rel))
+    print(f"{written} results written to {results_path}" + (f"; {len(stale)} PNGs of the replaced run removed"
+                                                              if stale else ""))
     return 0
+
+
+def _previous_outputs(results_path: str) -> set[str]:
+    """The PNG files (relative to the output folder) that the lines of ``results_path`` refer to and that
+    exist inside that folder: with ``--overwrite``, those of the replaced run that the new run does not
+    write again are removed, so the folder holds only what the new ``results.jsonl`` describes. Lines
+    that do not parse are skipped (nothing is removed on their account)."""
+    out_dir = os.path.dirname(os.path.abspath(results_path))
+    found: set[str] = set()
+    if not os.path.isfile(results_path):
+        return found
+    with open(results_path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            for key in ("mask_png", "overlay_png"):
+                rel = obj.get(key) if isinstance(obj, dict) else None
+                if not isinstance(rel, str) or os.path.isabs(rel):
+                    continue
+                full = os.path.abspath(os.path.join(out_dir, rel))
+                if os.path.dirname(full) in (os.path.join(out_dir, "masks"), os.path.join(out_dir, "overlays")) \
+                        and os.path.isfile(full):
+                    found.add(os.path.relpath(full, out_dir))
+    return found
 
 
 def _run(args, jobs: list[dict], seg, generate: Optional[bool], partial: str, progress: _Progress) -> int:

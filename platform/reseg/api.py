@@ -160,11 +160,18 @@ class Segmenter:
         threshold: binarisation threshold of the mask logits (``logits > threshold``).
         batch_size: images per forward in :meth:`segment_batch` (all queries of an image go together).
         cfg: the config the model was built from (for the record).
+        precision: ``'fp32'`` or ``'bf16'`` (the forward runs under ``torch.autocast`` with bfloat16 on
+            the model's device; masks and scores come back in float32). :func:`load_model` resolves
+            ``'auto'``: bf16 on a CUDA device that supports it, else fp32.
     """
 
-    def __init__(self, model: Any, threshold: float = 0.0, batch_size: int = 4, cfg: Any = None) -> None:
+    def __init__(self, model: Any, threshold: float = 0.0, batch_size: int = 4, cfg: Any = None,
+                 precision: str = "fp32") -> None:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16' (load_model also takes 'auto'), got {precision!r}")
+        self.precision = precision
         self.model = model
         self.threshold = float(threshold)
         self.batch_size = int(batch_size)
@@ -301,10 +308,19 @@ class Segmenter:
         sample.meta["query_texts"] = texts  # as given (not stripped), for the results
         return sample
 
+    def _autocast(self):
+        import contextlib
+
+        import torch
+
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def _run(self, samples: list, generate: bool) -> list[list[SegmentationResult]]:
         import torch
 
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast():
             outputs = self.model.predict(samples, generate=generate)
         results = []
         for sample, out in zip(samples, outputs):
@@ -358,8 +374,22 @@ def _as_config(config: Any):
     raise TypeError(f"config: expected a config file path, an mmengine Config or a dict, got {_type_name(config)}")
 
 
+def resolve_precision(precision: str, device: Any) -> str:
+    """``'fp32'`` or ``'bf16'`` from ``'auto'|'fp32'|'bf16'``: ``'auto'`` is bf16 on a CUDA device that
+    supports it (as training's ``precision='auto'``), fp32 elsewhere."""
+    import torch
+
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision: expected 'auto', 'fp32' or 'bf16', got {precision!r}")
+    if precision != "auto":
+        return precision
+    dev = torch.device(device)
+    return "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
 def load_model(config: Any, checkpoint: Optional[str] = None, device: Any = None,
-               cfg_options: Optional[dict] = None, threshold: float = 0.0, batch_size: int = 4) -> Segmenter:
+               cfg_options: Optional[dict] = None, threshold: float = 0.0, batch_size: int = 4,
+               precision: str = "auto") -> Segmenter:
     """Build the model of ``config`` and load ``checkpoint`` into it for inference.
 
     Args:
@@ -372,6 +402,8 @@ def load_model(config: Any, checkpoint: Optional[str] = None, device: Any = None
         cfg_options: overrides merged into the config (``{'model.val_mode': 'generate'}``), as
             ``--cfg-options`` does.
         threshold, batch_size: see :class:`Segmenter`.
+        precision: ``'auto'`` (default: bf16 autocast on CUDA, fp32 on CPU), ``'fp32'`` or ``'bf16'``
+            (autocast on any device, CPU included); see :func:`resolve_precision`.
     """
     from mmengine.registry import DefaultScope
 
@@ -388,6 +420,7 @@ def load_model(config: Any, checkpoint: Optional[str] = None, device: Any = None
     if checkpoint is not None and not os.path.isfile(checkpoint):
         raise FileNotFoundError(f"checkpoint: file not found: {str(checkpoint)!r}")
     dev = _resolve_device(device)
+    precision = resolve_precision(precision, dev)
     load_plugins()
     with DefaultScope.overwrite_default_scope(SCOPE):
         model = MODELS.build(copy.deepcopy(cfg.model))
@@ -400,4 +433,4 @@ def load_model(config: Any, checkpoint: Optional[str] = None, device: Any = None
                       "(the head's layers are untrained)", stacklevel=2)
     model.to(dev)
     model.eval()
-    return Segmenter(model, threshold=threshold, batch_size=batch_size, cfg=cfg)
+    return Segmenter(model, threshold=threshold, batch_size=batch_size, cfg=cfg, precision=precision)

@@ -9,7 +9,8 @@ model runs one request at a time (a lock); the page waits for its answer.
 Routes:
 
 * ``GET /``: the page.
-* ``GET /api/info``: JSON ``{config, head, mask_source, uses_pools, generates_by_default, device}``.
+* ``GET /api/info``: JSON ``{config, head, mask_source, uses_pools, generates_by_default, device,
+  precision}``.
 * ``POST /api/segment``: JSON in, JSON out. In: ``image`` (a ``data:image/...;base64,`` URL of a PNG,
   JPEG, BMP or WebP file), ``query`` (text), optional ``generate`` (bool; default: the config's
   ``model.val_mode``), optional ``is_sentence`` (bool; default :func:`reseg.api.looks_like_sentence`),
@@ -125,7 +126,7 @@ class DemoApp:
         return dict(config=self.config_name, head=type(model.head).__name__,
                     mask_source=type(model.mask_source).__name__, uses_pools=bool(self.segmenter.uses_pools),
                     generates_by_default=bool(self.segmenter.generates_by_default),
-                    device=str(self.segmenter.device))
+                    device=str(self.segmenter.device), precision=getattr(self.segmenter, "precision", "fp32"))
 
     def segment(self, payload: Any) -> dict[str, Any]:
         """Answer one ``POST /api/segment`` body (a parsed JSON object)."""
