@@ -141,18 +141,19 @@ def main(argv=None) -> int:
 
     load_plugins()
     import reseg.datasets  # noqa: F401  (register loaders)
+    from reseg.cfg_options import describe_rewrites, merge_cfg_options
     from reseg.evaluation import PoolOracleMetric
     from reseg.evaluation.dump import build_dataset
     from reseg.models.mask_sources.proposers import PoolFileWriter
     from reseg.registry import PROPOSERS
 
     pcfg = Config.fromfile(args.proposer_config)
-    if args.cfg_options:
-        pcfg.merge_from_dict(args.cfg_options)
+    notes = [describe_rewrites(merge_cfg_options(pcfg, args.cfg_options))]
     prop_cfg, prop_where = proposer_config(pcfg, args.proposer_config)
     dcfg = pcfg if ds_config == args.proposer_config else Config.fromfile(ds_config)
-    if args.dataset_cfg_options:
-        dcfg.merge_from_dict(args.dataset_cfg_options)
+    notes.append(describe_rewrites(merge_cfg_options(dcfg, args.dataset_cfg_options)))
+    for note in filter(None, notes):
+        print(note)
     loader = dcfg.get(f"{args.split}_dataloader", None)
     if not loader or "dataset" not in loader:
         sys.exit(f"error: {ds_config} has no {args.split}_dataloader.dataset")

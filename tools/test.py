@@ -84,7 +84,11 @@ def main(argv=None) -> int:
             sys.exit(f"error: {what} file {path!r} does not exist")
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+        from reseg.cfg_options import describe_rewrites, merge_cfg_options
+
+        note = describe_rewrites(merge_cfg_options(cfg, args.cfg_options))
+        if note:
+            print(note)
     if args.generate:
         cfg.model.val_mode = "generate"
     cfg.load_from = None  # loaded strictly below (mmengine's load_from warns and goes on when keys differ)

@@ -24,7 +24,8 @@ def parse_args(argv=None):
     p.add_argument("--resume", nargs="?", const=True, default=False,
                    help="resume from the work dir's last checkpoint, or from the given checkpoint file")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None,
-                   help="override config keys, e.g. train_cfg.max_iters=100 model.lmm.lora.r=16")
+                   help="override config keys, e.g. train_cfg.max_iters=100 model.lmm.lora.r=16; a top-level "
+                        "path variable (data_root=/data/x) also moves the paths the config derived from it")
     p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     p.add_argument("--strategy", help="merge a distributed strategy into the config: deepspeed_zero2, "
                    "deepspeed_zero3, fsdp (configs/_base_/strategies) or a strategy config file")
@@ -56,7 +57,11 @@ def main(argv=None) -> int:
     if args.strategy:
         apply_strategy(cfg, args.strategy)
     if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+        from reseg.cfg_options import describe_rewrites, merge_cfg_options
+
+        note = describe_rewrites(merge_cfg_options(cfg, args.cfg_options))
+        if note:
+            print(note)
 
     from reseg.engine.runner import build_runner
 

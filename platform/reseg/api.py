@@ -400,7 +400,7 @@ def load_model(config: Any, checkpoint: Optional[str] = None, device: Any = None
             the head's own layers are then untrained).
         device: ``'cpu'``, ``'cuda'``, ``'cuda:1'``, a ``torch.device``; None = CUDA if available, else CPU.
         cfg_options: overrides merged into the config (``{'model.val_mode': 'generate'}``), as
-            ``--cfg-options`` does.
+            ``--cfg-options`` does (:func:`reseg.cfg_options.merge_cfg_options`).
         threshold, batch_size: see :class:`Segmenter`.
         precision: ``'auto'`` (default: bf16 autocast on CUDA, fp32 on CPU), ``'fp32'`` or ``'bf16'``
             (autocast on any device, CPU included); see :func:`resolve_precision`.
@@ -412,7 +412,9 @@ def load_model(config: Any, checkpoint: Optional[str] = None, device: Any = None
 
     cfg = _as_config(config)
     if cfg_options:
-        cfg.merge_from_dict(dict(cfg_options))
+        from reseg.cfg_options import merge_cfg_options
+
+        merge_cfg_options(cfg, dict(cfg_options))  # also moves paths derived from a top-level variable
     if cfg.get("model") is None:
         raise ValueError("config: it has no `model` entry")
     if checkpoint is None and cfg.get("load_from"):
