@@ -62,6 +62,8 @@ _LAZY_EXPORTS: dict[str, str] = {
     "Sample": "reseg.structures:Sample",
     "Query": "reseg.structures:Query",
     "QueryPrediction": "reseg.structures:QueryPrediction",
+    # loaders (docs/own_data.md "write your own loader")
+    "ResegDataset": "reseg.datasets.base:ResegDataset",
     # candidate pools (docs/proposers.md): proposers and mask encoders
     "BaseProposer": "reseg.models.mask_sources.proposers:BaseProposer",
     "Proposals": "reseg.models.mask_sources.proposers:Proposals",

@@ -94,7 +94,9 @@ class RefCOCODataset(ResegDataset):
         seed: seed of the training-time sampling (``None``: Python's global ``random``).
 
     Items: ``Sample(image [H, W, 3] uint8 RGB, queries, task='res', meta)``; each query has ``masks``
-    ``[n, H, W] bool`` (n = 1 for REFER refs; 0 for a ref without a target) and ``meta`` with
+    ``[n, H, W] bool`` (n = 1 for REFER refs; 0 for a ref without a target), ``is_sentence`` from the
+    sentence's optional ``is_sentence`` field (absent from the REFER / gRefCOCO releases: False; the
+    own-data converter :mod:`reseg.datasets.own_data` writes it) and ``meta`` with
     ``ref_id``, ``sent_id``, ``ann_ids``, ``category_id``. ``Sample.meta``: ``dataset``, ``split``,
     ``split_by``, ``image_id``, ``file_name``, ``height``, ``width``, ``sample_id``.
     """
@@ -179,6 +181,9 @@ class RefCOCODataset(ResegDataset):
             sents = []
             for j, s in enumerate(ref["sentences"]):
                 text = require_key(s, "sent", f"{where}, sentence #{j}", "the expression text")
+                if not isinstance(s.get("is_sentence", False), bool):
+                    raise DatasetFormatError(f"{where}, sentence #{j}: 'is_sentence' must be true or false, "
+                                             f"got {s['is_sentence']!r}")
                 keep = {k: v for k, v in s.items() if k not in _DROPPED_SENT_KEYS}
                 keep["sent"] = str(text)
                 sents.append(keep)
@@ -310,12 +315,12 @@ class RefCOCODataset(ResegDataset):
             for a in targets:
                 if a not in cache:
                     cache[a] = self._mask(a, h, w)
-            extra = {k: v for k, v in sent.items() if k not in ("sent", "sent_id")}
+            extra = {k: v for k, v in sent.items() if k not in ("sent", "sent_id", "is_sentence")}
             queries.append(
                 Query(
                     text=sent["sent"].strip().lower(),
                     masks=stack_masks((cache[a] for a in targets), h, w),
-                    is_sentence=False,
+                    is_sentence=sent.get("is_sentence", False),
                     exists=exists,
                     meta={
                         **extra,

@@ -11,14 +11,15 @@
   ``<out>/mask_groups/<split>.json`` + ``<out>/mask_groups/images/<file>.jpg``.
 
 The writers only know formats; what goes into them (scenes, expressions, rules) is decided by
-:mod:`reseg.datasets.synthetic` and :mod:`reseg.datasets.synth_v2`.
+:mod:`reseg.datasets.synthetic` and :mod:`reseg.datasets.synth_v2`. :class:`ReferWriter` also writes
+the gRefCOCO files of :mod:`reseg.datasets.own_data` (a user's own images, which it does not copy).
 """
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from reseg.datasets.io import PathLike
 from reseg.datasets.safe_pickle import dump_pickle
@@ -46,16 +47,22 @@ class ReferWriter:
         split_by: the refs file variant, ``<refs_prefix>(<split_by>).p``.
         refs_prefix: ``refs`` (REFER, FP-RefCOCO) or ``grefs`` (gRefCOCO).
         refs_format: ``pickle`` (``.p``, REFER) or ``json`` (``.json``, gRefCOCO).
+        categories: the COCO ``categories`` of ``instances.json`` (``[{id, name, supercategory}]``);
+            None: the synthetic benchmark's shape kinds.
+        description: ``instances.json``'s ``info.description`` (None: the synthetic benchmark's).
     """
 
     def __init__(self, out: PathLike, dataset: str = "synthref", split_by: str = "unc",
-                 refs_prefix: str = "refs", refs_format: str = "pickle") -> None:
+                 refs_prefix: str = "refs", refs_format: str = "pickle",
+                 categories: Optional[list[dict[str, Any]]] = None, description: Optional[str] = None) -> None:
         if refs_format not in ("pickle", "json"):
             raise ValueError(f"refs_format must be 'pickle' or 'json', got {refs_format!r}")
         self.root = Path(out) / "refer_seg"
         self.dataset = dataset
         self.split_by = split_by
         self.refs_format = refs_format
+        self.categories = categories
+        self.description = description or f"reseg synthetic benchmark ({dataset})"
         self.refs_name = f"{refs_prefix}({split_by}).{'p' if refs_format == 'pickle' else 'json'}"
         self.image_dir = self.root / "images" / dataset
         self.ann_dir = self.root / dataset
@@ -68,19 +75,26 @@ class ReferWriter:
         """Every folder this writer owns (cleared by ``--overwrite``)."""
         return [self.image_dir, self.ann_dir]
 
-    def add_image(self, image: dict[str, Any], jpeg: bytes, annotations: list[dict[str, Any]],
+    def add_image(self, image: dict[str, Any], jpeg: Optional[bytes], annotations: list[dict[str, Any]],
                   refs: list[dict[str, Any]]) -> None:
-        """Write one JPEG; keep its COCO ``image`` record, its ``annotations`` and its ``refs``."""
-        _write_bytes(self.image_dir / image["file_name"], jpeg)
+        """Keep one COCO ``image`` record, its ``annotations`` and its ``refs``.
+
+        ``jpeg`` (the image file's bytes, whatever its format) is written to ``image_dir/<file_name>``;
+        None writes no file (the image is already reachable there, e.g. through a link).
+        """
+        if jpeg is not None:
+            _write_bytes(self.image_dir / image["file_name"], jpeg)
         self.images.append(image)
         self.annotations.extend(annotations)
         self.refs.extend(refs)
 
     def close(self) -> None:
-        """Write ``instances.json`` and ``refs(<split_by>).p``."""
-        categories = [dict(id=k.category_id, name=k.name, supercategory="shape") for k in KINDS.values()]
+        """Write ``instances.json`` and the refs file (``<refs_prefix>(<split_by>).p`` or ``.json``)."""
+        categories = self.categories
+        if categories is None:
+            categories = [dict(id=k.category_id, name=k.name, supercategory="shape") for k in KINDS.values()]
         coco = dict(
-            info=dict(description=f"reseg synthetic benchmark ({self.dataset})"),
+            info=dict(description=self.description),
             images=self.images,
             annotations=self.annotations,
             categories=categories,
