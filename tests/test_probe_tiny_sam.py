@@ -38,7 +38,8 @@ def test_probe_reports_giou_by_kind(synth_root, tmp_path, capsys, decoder, encod
     assert f"decoder {decoder}" in out and ("trained" in out) == bool(encoder)
 
 
-@pytest.mark.parametrize("query", [["--query", "encoder", "--causal"], ["--query", "llm"]])
+@pytest.mark.parametrize("query", [["--query", "encoder", "--causal"], ["--query", "llm"],
+                                   ["--query", "llm", "--wrap", "lisa", "--read", "shift"]])
 def test_probe_query_encoders_train_and_report_a_curve(synth_root, tmp_path, capsys, query):
     import probe_tiny_sam
 
@@ -47,7 +48,7 @@ def test_probe_query_encoders_train_and_report_a_curve(synth_root, tmp_path, cap
                                 "--val-images", "2", "--val-every", "2", *query]) == 0
     out = capsys.readouterr().out
     assert re.search(r"val after 2 steps: gIoU [0-9.]+ \(\d+\)", out)
-    label = "encoder causal" if "encoder" in query else "llm"
+    label = "encoder causal" if "encoder" in query else "llm" if len(query) == 2 else r"llm wrap=lisa read=shift"
     m = re.search(rf"oracle prompt \({label}\), decoder sam, encoder frozen: gIoU ([0-9.]+) on (\d+) ", out)
     assert m and 0.0 <= float(m.group(1)) <= 1.0 and int(m.group(2)) > 0
 
@@ -105,3 +106,26 @@ def test_tiny_llm_text_code_does_not_depend_on_batch_padding(tmp_path):
             alone, batched = enc([a]), enc([a, b])
         assert torch.isfinite(batched).all()
         torch.testing.assert_close(batched[0], alone[0], rtol=1e-4, atol=1e-4)
+
+
+def test_llm_query_code_wraps_the_expression_in_lisas_conversation_and_reads_before_seg(tmp_path):
+    """``--wrap lisa --read shift``: the code is the state of the token before ``[SEG]`` in
+    ``<s>USER: What is {text} in this image? ... ASSISTANT: [SEG].``, whatever the batch's padding."""
+    import torch
+    from mmengine.config import Config
+    from probe_tiny_sam import TinyLLMText
+
+    cfg = Config.fromfile(str(probe_config(tmp_path)))
+    torch.manual_seed(0)
+    q = TinyLLMText(cfg.model.lmm.to_dict(), wrap="lisa", read="shift").eval()
+    text = q.text_of("the red circle")
+    assert text.startswith("USER:") and "What is the red circle in this image?" in text
+    assert text.endswith("ASSISTANT: [SEG].")
+    full = torch.tensor(q.tokenizer(text).input_ids)
+    seg_at = int((full == q.seg_id).nonzero()[0])
+    with torch.no_grad():
+        hidden = q.lm(input_ids=full[None], attention_mask=torch.ones_like(full)[None]).last_hidden_state[0]
+        code = q(["the red circle", "the big blue star left of the square"])
+    torch.testing.assert_close(code[0], hidden[seg_at - 1], rtol=1e-4, atol=1e-4)  # the token before [SEG]
+    q.wrap, q.read = "none", "at"
+    assert q.text_of("the red circle") == "the red circle[SEG]"

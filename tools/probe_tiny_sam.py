@@ -20,12 +20,15 @@ cannot encode word order, so relations are its weak spot by construction).
   a 4-layer pre-norm transformer (the tiny LLM's width and heads) over the expression's tokens and
   positions, read at a learned query token appended after them (``--causal`` masks it causally, as
   an LLM's). ``llm``: the config's own tiny LLaMA (a fresh one, text only: ``<s>`` + expression +
-  ``[SEG]``, read at ``[SEG]``), to tell the LLM architecture from LLaVA's image tokens and template.
+  ``[SEG]``, read at ``[SEG]``), to tell the LLM architecture from LLaVA's image tokens and template;
+  ``--wrap lisa`` puts the expression inside LISA's conversation and ``--read shift`` reads the state
+  before ``[SEG]`` as LISA does, to tell the template and the read position apart.
   Nothing of the image reaches the query code, so the code can only describe the query.
 * ``--val-every N``: also report the validation gIoU every N steps (the learning curve).
 
     python tools/probe_tiny_sam.py [--config C] [--steps 300] [--train-encoder] [--decoder sam|dot]
-        [--query bag|encoder|llm] [--causal] [--val-every N] [--cfg-options k=v]
+        [--query bag|encoder|llm] [--causal] [--wrap none|lisa] [--read at|shift] [--val-every N]
+        [--cfg-options k=v]
 """
 from __future__ import annotations
 
@@ -74,6 +77,10 @@ def parse_args(argv=None):
     p.add_argument("--query", choices=("bag", "encoder", "llm"), default="bag",
                    help="what encodes the expression (see the module docstring)")
     p.add_argument("--causal", action="store_true", help="--query encoder: causal attention mask")
+    p.add_argument("--wrap", choices=("none", "lisa"), default="none",
+                   help="--query llm: the expression alone, or inside LISA's conversation (without the image)")
+    p.add_argument("--read", choices=("at", "shift"), default="at",
+                   help="--query llm: read the state at [SEG], or at the token before it (LISA's shift)")
     p.add_argument("--val-every", type=int, default=0, help="also validate every N steps (0: at the end only)")
     p.add_argument("--val-images", type=int, default=144)
     p.add_argument("--seed", type=int, default=0)
@@ -119,9 +126,19 @@ class ExpressionEncoder(nn.Module):
 class TinyLLMText(nn.Module):
     """The config's tiny LLaMA (freshly initialised) on text only: ``<s>`` + expression + ``[SEG]``,
     the last-layer state at ``[SEG]``. Right padding, as the platform's collate pads: a left-padded
-    causal row would start with positions that may attend to nothing."""
+    causal row would start with positions that may attend to nothing.
 
-    def __init__(self, lmm_cfg: dict) -> None:
+    Args:
+        lmm_cfg: the config's ``model.lmm``.
+        wrap: ``'none'``: the expression alone. ``'lisa'``: inside LISA's teacher-forced validation
+            conversation without the image, ``USER: What is {text} in this image? Please output
+            segmentation mask. ASSISTANT: [SEG].`` (``reseg_lisa.templates``: ``VAL_SHORT``,
+            ``VAL_ANSWER``, no system prompt, as the tiny config).
+        read: ``'at'``: the state at ``[SEG]``; ``'shift'``: the state of the token before it (LISA's
+            convention, spec seg_token_family.md §1.3).
+    """
+
+    def __init__(self, lmm_cfg: dict, wrap: str = "none", read: str = "at") -> None:
         super().__init__()
         from reseg.registry import LMMS
 
@@ -129,10 +146,27 @@ class TinyLLMText(nn.Module):
         self.seg_id = lmm.add_tokens(["[SEG]"])[0]
         self.tokenizer = lmm.tokenizer
         self.lm = lmm.model.model.language_model
+        self.wrap, self.read = wrap, read
 
-    def forward(self, ids: list[torch.Tensor]) -> torch.Tensor:
+    def text_of(self, expression: str) -> str:
+        """The text the LLM reads for ``expression`` (without ``<s>``)."""
+        if self.wrap == "none":
+            return f"{expression}[SEG]"
+        from reseg_lisa import templates as T
+
+        user = T.llava_v1_prompt(T.VAL_SHORT.format(text=expression), image_token="", system="")
+        return f"{user} {T.VAL_ANSWER.format(seg='[SEG]')}"
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
         tok = self.tokenizer
-        seqs = [torch.cat([torch.tensor([tok.bos_token_id]), t, torch.tensor([self.seg_id])]) for t in ids]
+        seqs = [torch.tensor(tok(self.text_of(t), add_special_tokens=True).input_ids, dtype=torch.long)
+                for t in texts]
+        at = []
+        for t, x in zip(texts, seqs):
+            hits = (x == self.seg_id).nonzero(as_tuple=True)[0]
+            if len(hits) != 1:
+                raise ValueError(f"expected one [SEG] in the probe's text for {t!r}, found {len(hits)}")
+            at.append(int(hits[0]) - (1 if self.read == "shift" else 0))
         length = max(len(x) for x in seqs)
         input_ids = torch.full((len(seqs), length), tok.pad_token_id, dtype=torch.long)
         attention = torch.zeros(len(seqs), length, dtype=torch.long)
@@ -140,7 +174,7 @@ class TinyLLMText(nn.Module):
             input_ids[i, : len(x)] = x
             attention[i, : len(x)] = 1
         hidden = self.lm(input_ids=input_ids, attention_mask=attention).last_hidden_state
-        return hidden[torch.arange(len(seqs)), torch.tensor([len(x) - 1 for x in seqs])]
+        return hidden[torch.arange(len(seqs)), torch.tensor(at)]
 
 
 def main(argv=None) -> int:
@@ -165,7 +199,7 @@ def main(argv=None) -> int:
     elif args.query == "encoder":
         query = ExpressionEncoder(len(tok), width, int(lmm_cfg.tiny.text.num_attention_heads), causal=args.causal)
     else:
-        query = TinyLLMText(lmm_cfg.to_dict())
+        query = TinyLLMText(lmm_cfg.to_dict(), wrap=args.wrap, read=args.read)
     proj = SegProjection(width, sam.prompt_dim)
     dot = nn.Conv2d(sam.prompt_dim, sam.prompt_dim, 1) if args.decoder == "dot" else None
     extra = list(dot.parameters()) if dot is not None else []
@@ -173,6 +207,8 @@ def main(argv=None) -> int:
               + [p for p in sam.parameters() if p.requires_grad])
 
     def encode(texts: list[str]) -> torch.Tensor:
+        if args.query == "llm":
+            return query(texts)  # tokenizes its own text (with or without the conversation)
         ids = [torch.tensor(tok(t, add_special_tokens=False).input_ids or [tok.unk_token_id]) for t in texts]
         if args.query == "bag":
             offsets = torch.tensor([0] + [len(x) for x in ids[:-1]]).cumsum(0)
@@ -231,7 +267,10 @@ def main(argv=None) -> int:
             giou, n_val, kinds = validate()
             print(f"  val after {step + 1} steps: gIoU {giou:.3f} ({n_val}); {kinds}", flush=True)
     giou, n_val, kinds = validate()
-    print(f"oracle prompt ({args.query}{' causal' if args.causal and args.query == 'encoder' else ''}), "
+    label = args.query + (" causal" if args.causal and args.query == "encoder" else "")
+    if args.query == "llm" and (args.wrap, args.read) != ("none", "at"):
+        label += f" wrap={args.wrap} read={args.read}"
+    print(f"oracle prompt ({label}), "
           f"decoder {args.decoder}, encoder {'trained' if args.train_encoder else 'frozen'}: "
           f"gIoU {giou:.3f} on {n_val} validation expressions after {args.steps} steps "
           f"({time.time() - t0:.0f}s); by kind: {kinds}")
