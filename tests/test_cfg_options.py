@@ -56,3 +56,14 @@ def test_dataset_dir_of_a_real_scale_config_moves_every_dataset(tmp_path: Path):
     merge_cfg_options(cfg, {"dataset_dir": "/data/lisa"})
     roots = [d.data_root for d in cfg.train_dataloader.dataset.datasets] + [cfg.val_dataloader.dataset.data_root]
     assert roots and all(r.startswith("/data/lisa/") for r in roots)
+
+
+def test_a_dict_replaces_a_key_that_holds_none_or_is_merged_into_a_dict():
+    from mmengine.config import Config
+
+    from reseg.cfg_options import merge_cfg_options
+
+    cfg = Config(dict(model=dict(mask_source=dict(proposer=None, pool="auto"), head=dict(type="H", a=1))))
+    merge_cfg_options(cfg, {"model.mask_source.proposer": dict(type="P", k=2), "model.head": dict(b=3)})
+    assert cfg.model.mask_source.to_dict() == dict(proposer=dict(type="P", k=2), pool="auto")
+    assert cfg.model.head.to_dict() == dict(type="H", a=1, b=3)  # dict onto dict: merged as mmengine does

@@ -227,6 +227,7 @@ def ras(tmp_path_factory):
     sam_ckpt = str(tmp / "sam_random.pth")
     torch.save(build_sam("custom", **_SAM_SIZES).state_dict(), sam_ckpt)
     cfg = ras_model_cfg(str(tmp / "tok"))
+    cfg["mask_source"]["proposer"] = None  # as the tiny RAS configs (dataset pools): --proposer replaces it
     cfg, ckpt, _ = write_tiny_model(tmp, "RASHead", model_cfg=cfg)
     seg = load_model(cfg, ckpt, device="cpu",
                      cfg_options={"model.mask_source.proposer": _tiny_amg_proposer(sam_ckpt)})

@@ -51,7 +51,8 @@ def proposer_options(path: str) -> dict:
     prop = Config.fromfile(path).get("proposer", None)
     if not hasattr(prop, "get") or "type" not in prop:
         sys.exit(f"error: --proposer: {path} has no variable `proposer = dict(type=...)`")
-    return {"model.mask_source.proposer": prop.to_dict() if hasattr(prop, "to_dict") else dict(prop)}
+    prop = prop.to_dict() if hasattr(prop, "to_dict") else dict(prop)
+    return {"model.mask_source.proposer": dict(prop, _delete_=True)}  # replaces the config's proposer whole
 
 
 def main(argv=None) -> int:

@@ -9,6 +9,9 @@ changes the top-level key and nothing else: the datasets would still read ``data
 string** (a key without a dot, e.g. ``data_root``, ``dataset_dir``), also rewrites every string of the
 config that equals its old value or starts with it followed by ``/``: ``"data/own_data/refer_seg"``
 becomes ``"/data/mine/refer_seg"``. Keys given explicitly in the options win over rewritten ones.
+
+A dict given (from Python: :func:`reseg.load_model`'s ``cfg_options``) for a key whose value is not a
+dict, e.g. ``{"model.mask_source.proposer": dict(type=...)}`` onto ``proposer=None``, replaces it.
 """
 from __future__ import annotations
 
@@ -42,6 +45,26 @@ def _rewrite(node: Any, renames: list[tuple[str, str]], path: str, changed: dict
     return node
 
 
+def _lookup(cfg: Any, dotted: str) -> Any:
+    node = cfg
+    for part in dotted.split("."):
+        if (isinstance(node, Mapping) or hasattr(node, "_cfg_dict")) and part in node:  # dicts, mmengine Config
+            node = node[part]
+        elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def _replacing(cfg: Any, key: str, value: Any) -> Any:
+    """A dict given for a key whose current value is not a dict (None, say) replaces it: mmengine
+    refuses to merge a dict into a non-dict (``_delete_=True`` is added)."""
+    if isinstance(value, Mapping) and not isinstance(_lookup(cfg, key), Mapping):
+        return {**dict(value), "_delete_": True}
+    return value
+
+
 def merge_cfg_options(cfg: Any, options: Optional[Mapping[str, Any]]) -> dict[str, str]:
     """``cfg.merge_from_dict(options)``, plus the strings derived from overridden top-level variables.
 
@@ -69,7 +92,7 @@ def merge_cfg_options(cfg: Any, options: Optional[Mapping[str, Any]]) -> dict[st
             value = _rewrite(cfg[key], renames, key, changed)
             if isinstance(value, (str, tuple)):
                 cfg[key] = value
-    cfg.merge_from_dict(dict(options))
+    cfg.merge_from_dict({k: _replacing(cfg, k, v) for k, v in options.items()})
     return {k: v for k, v in changed.items() if not any(k == o or k.startswith(o + ".") for o in options)}
 
 
