@@ -4,14 +4,14 @@ PY      ?= python3
 VENV    ?= .venv
 VPY     := $(VENV)/bin/python
 DATA    ?= data/synthref
-CONFIG  ?= configs/lisa/lisa_tiny_synthref.py
+CONFIG  ?= configs/lisa/lisa_tiny-rsam128_synthref.py
 NAME    := $(basename $(notdir $(CONFIG)))
 WORK    ?= work_dirs/$(NAME)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: venv data pretrain pools demo test test-slow test-mmdet clean-demo
+.PHONY: venv data pretrain pretrain-demo pools demo test test-slow test-mmdet clean-demo
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -44,9 +44,16 @@ $(POOLS)/grefcoco_%.jsonl: | pretrain
 	$(VPY) tools/make_pools.py $(AMG) --dataset-config configs/ras/ras_tiny_synthref-gres.py --split $* --out $@
 pools: $(POOLS)/synthref_train.jsonl $(POOLS)/synthref_val.jsonl $(POOLS)/grefcoco_train.jsonl $(POOLS)/grefcoco_val.jsonl
 
+# What the demo config loads from data/tiny_models: the default (random SAM) needs only the pre-trained
+# vision tower; `make demo CONFIG=configs/lisa/lisa_tiny_synthref.py DEMO_PARTS=vision,sam` for the
+# point-pre-trained SAM as well. Existing files are kept.
+DEMO_PARTS ?= vision
+pretrain-demo: data
+	$(VPY) tools/pretrain_tiny.py --data $(DATA) --out data/tiny_models --parts $(DEMO_PARTS)
+
 # Train tiny LISA on CPU, evaluate on the validation splits, write metrics.json and overlays.
 # Re-running continues (--resume) instead of overwriting the run.
-demo: pretrain
+demo: pretrain-demo
 	$(VPY) tools/train.py $(CONFIG) --work-dir $(WORK) --resume
 	$(VPY) tools/test.py $(CONFIG) "$$(cat $(WORK)/last_checkpoint)" --work-dir $(WORK) --baselines \
 		--out-metrics $(WORK)/metrics.json --show-dir $(WORK)/vis

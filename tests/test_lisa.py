@@ -111,6 +111,26 @@ def test_mask_gradient_reaches_lora_and_projection(model):
     assert all(p.grad is None for p in model.mask_source.sam.image_encoder.parameters())  # frozen
 
 
+@pytest.mark.parametrize("text_grad", ["full", "lm_head"])
+def test_text_grad_lm_head_keeps_the_text_loss_out_of_the_llm(tmp_path, text_grad):
+    """``model.lmm.text_grad='lm_head'``: the text loss trains the LM head only; the LLM body (and so
+    the state read for [SEG]) gets no gradient from it. 'full' (LISA) reaches the body."""
+    torch.manual_seed(0)
+    cfg = tiny_model_cfg(str(tmp_path / "tokenizer"))
+    cfg["lmm"] = dict(cfg["lmm"], lora=None, trainable_modules="all", text_grad=text_grad)
+    m = MODELS.build(cfg)
+    losses = m([toy_sample()], mode="loss")
+    losses["loss_text"].backward()
+    lm = m.lmm.model
+    assert lm.lm_head.weight.grad.abs().sum() > 0
+    body = [p.grad for n, p in lm.named_parameters() if "language_model" in n and "layers" in n]
+    reached = any(g is not None and g.abs().sum() > 0 for g in body)
+    assert reached == (text_grad == "full")
+    assert m.head.projection[0].weight.grad is None  # the text loss never reaches the [SEG] projection
+    with pytest.raises(ValueError, match="model.lmm.text_grad must be 'full' or 'lm_head', got 'body'"):
+        MODELS.build(dict(cfg, lmm=dict(cfg["lmm"], text_grad="body")))
+
+
 def test_seg_count_mismatch_is_a_clear_error(model):
     s = toy_sample(n_queries=1)
     s.queries[0].answer = "Sure, [SEG] and [SEG]."  # two mask tokens for one target
