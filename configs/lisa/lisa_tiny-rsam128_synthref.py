@@ -5,7 +5,8 @@
 #   decoder trained. A frozen random encoder keeps colour; the point-pre-trained one of the base config
 #   is colour-blind, and its pre-trained decoder co-adapts to one constant prompt.
 # * No text loss (ce_weight 0; LISA's is 1): with it, a random tiny LLM keeps the query out of the
-#   state read for [SEG] and the masks stay at the average object (RES val gIoU 0.13 against 0.29).
+#   state read for [SEG] and the masks stay at the average object (RES val gIoU 0.13; without it
+#   0.22-0.30 over four runs).
 #   The answer text is therefore not learned: evaluate with teacher forcing (the default val_mode),
 #   not free generation (tools/test.py --generate), which needs the LLM to emit [SEG].
 # * Batch 16 images (up to 3 queries each), 600 iterations.

@@ -63,8 +63,8 @@ class LlavaLMM(nn.Module):
         max_length: sequences longer than this raise a clear error.
         text_grad: where the text (next-token) loss sends its gradient. ``'full'`` (default, LISA):
             the LM head and the whole LLM. ``'lm_head'``: the LM head only (the last hidden states are
-            detached for the logits), so the text loss cannot shape the states a head reads. A tiny-scale
-            experiment for the tiny scale, not LISA's recipe: with the full text loss a random tiny LLM
+            detached for the logits), so the text loss cannot shape the states a head reads. An experiment
+            for the tiny scale, not LISA's recipe: with the full text loss a random tiny LLM
             keeps the query out of the state read for ``[SEG]``. Measured (docs/benchmarks.md, issue 2,
             session of 2026-12-03): ``'lm_head'`` recovers part of the gap to no text loss at all (RES
             gIoU 0.21 against 0.13 and 0.29) and the LM head alone learns the answer text poorly.
