@@ -299,3 +299,28 @@ def test_custom_sam_patch_size_sets_the_embedding_grid():
     assert default.embedding_size == (4, 4)  # SAM's own patch 16
     with pytest.raises(ValueError, match="image_size 60 must be a multiple of the encoder's patch_size 8"):
         MASK_SOURCES.build(dict(cfg, image_size=60))
+
+
+def test_sam_checkpoint_parts_load_only_the_named_submodules(tmp_path):
+    """``checkpoint_parts=["image_encoder"]`` takes the encoder from the file and leaves the decoder
+    at its fresh initialisation; an unknown part name is refused, naming the key and the choices."""
+    from reseg.registry import MASK_SOURCES
+    from tiny import tiny_sam_cfg
+
+    torch.manual_seed(0)
+    donor = MASK_SOURCES.build(tiny_sam_cfg())
+    path = tmp_path / "sam.pth"
+    torch.save(donor.sam.state_dict(), path)
+    torch.manual_seed(1)
+    fresh = MASK_SOURCES.build(tiny_sam_cfg())
+    torch.manual_seed(1)
+    enc_only = MASK_SOURCES.build(tiny_sam_cfg(checkpoint=str(path), checkpoint_parts=["image_encoder"]))
+    whole = MASK_SOURCES.build(tiny_sam_cfg(checkpoint=str(path)))
+    for name, p in enc_only.sam.named_parameters():
+        src = donor if name.startswith("image_encoder.") else fresh
+        assert torch.equal(p, dict(src.sam.named_parameters())[name]), name
+        assert torch.equal(dict(whole.sam.named_parameters())[name], dict(donor.sam.named_parameters())[name])
+    assert not torch.equal(donor.sam.mask_decoder.output_upscaling[0].weight,
+                           fresh.sam.mask_decoder.output_upscaling[0].weight)
+    with pytest.raises(ValueError, match=r"model.mask_source.checkpoint_parts=\['decoder'\].*'mask_decoder'"):
+        MASK_SOURCES.build(tiny_sam_cfg(checkpoint=str(path), checkpoint_parts=["decoder"]))

@@ -86,11 +86,25 @@ def load_state_dict_file(path: str | Path, key: str) -> dict:
     return read_state_dict(str(p))
 
 
-def load_sam_checkpoint(sam: nn.Module, checkpoint: str | Path, key: str, variant: str) -> None:
+SAM_PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
+
+
+def load_sam_checkpoint(sam: nn.Module, checkpoint: str | Path, key: str, variant: str,
+                        parts: Sequence[str] = SAM_PARTS) -> None:
     """Load a SAM state dict into ``sam``; missing or unexpected keys are an error naming the file,
-    the config ``key`` and the ``variant`` it was built as."""
+    the config ``key`` and the ``variant`` it was built as.
+
+    ``parts`` names the submodules to take from the file (default: all three); the others keep their
+    random initialisation, e.g. ``("image_encoder",)`` for a pre-trained encoder under a fresh decoder.
+    """
+    unknown = [p for p in parts if p not in SAM_PARTS]
+    if unknown or not parts:
+        raise ValueError(f"{key.rsplit('.', 1)[0]}.checkpoint_parts={list(parts)!r}: expected a non-empty "
+                         f"subset of {list(SAM_PARTS)}")
     sd = load_state_dict_file(checkpoint, key)
+    sd = {k: v for k, v in sd.items() if k.split(".", 1)[0] in parts}
     missing, unexpected = sam.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if k.split(".", 1)[0] in parts]
     if missing or unexpected:
         raise RuntimeError(
             f"SAM checkpoint {str(checkpoint)!r} ({key}) does not match variant {variant!r}: "
@@ -105,6 +119,8 @@ class SAMMaskSource(nn.Module):
     Args:
         variant: ``vit_b`` / ``vit_l`` / ``vit_h`` or ``custom`` (tiny; give ``encoder``).
         checkpoint: SAM weights (``sam_vit_h_4b8939.pth``, or a tiny checkpoint); None = random.
+        checkpoint_parts: which of ``image_encoder`` / ``prompt_encoder`` / ``mask_decoder`` to load
+            from ``checkpoint`` (default all); the rest stay randomly initialised.
         image_size, prompt_dim, encoder, decoder_*: model sizes (defaults are the released SAM).
         freeze_image_encoder / freeze_prompt_encoder / train_mask_decoder: LISA's defaults
             (spec §1.1): encoders frozen, decoder trained. A frozen encoder runs under ``no_grad``.
@@ -126,6 +142,7 @@ class SAMMaskSource(nn.Module):
         freeze_image_encoder: bool = True,
         freeze_prompt_encoder: bool = True,
         train_mask_decoder: bool = True,
+        checkpoint_parts: Sequence[str] = SAM_PARTS,
     ) -> None:
         super().__init__()
         if checkpoint is not None and not Path(checkpoint).expanduser().is_file():
@@ -133,7 +150,8 @@ class SAMMaskSource(nn.Module):
         self.sam = build_sam(variant, image_size, prompt_dim, encoder, decoder_depth, decoder_mlp_dim,
                              decoder_heads, iou_head_hidden_dim)
         if checkpoint is not None:
-            load_sam_checkpoint(self.sam, checkpoint, "model.mask_source.checkpoint", variant)
+            load_sam_checkpoint(self.sam, checkpoint, "model.mask_source.checkpoint", variant,
+                                parts=tuple(checkpoint_parts))
         self.image_size = image_size
         self.prompt_dim = prompt_dim
         self.freeze_image_encoder = freeze_image_encoder
