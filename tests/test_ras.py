@@ -366,3 +366,46 @@ def test_visualisation_outlines_the_pool_and_fills_the_selected_group():
     plain = overlay_panel(img, pool[1], pool[1], "q", min_height=20)
     with_pool = overlay_panel(img, pool[1], pool[1], "q", min_height=20, pool=(pool, [1]))
     assert with_pool.shape[1] == plain.shape[1] + 30 + 4  # one more panel (and separator)
+
+
+def test_benchmark_ras_times_both_models_on_fixed_size_pools_and_splits_the_time_by_stage(
+        synth_root, tiny_tokenizer_dir, tmp_path):
+    """tools/benchmark.py ras: both models answer the same queries with pools of exactly N candidates;
+    per model it reports the latency, the stages that add up to it (the AR model generates, RAS does
+    not) and the tokens generated; the ratio is AR / RAS of the medians."""
+    from mmengine.config import Config
+
+    sys.path.insert(0, str(REPO / "tools"))
+    import benchmark
+
+    from reseg.engine.checkpoint import save_model_weights
+    from reseg.plugins import load_plugins
+    from reseg.registry import MODELS
+
+    load_plugins()
+    val = dict(dataset=dict(type="MaskGroupsDataset", data_root=str(synth_root / "mask_groups"),
+                            split="validation", test_mode=True))
+    paths = {}
+    for name, head, kw in (("ras", "RASHead", dict(classifier_hidden=0)), ("ar", "RASARHead", {})):
+        torch.manual_seed(0)
+        cfg = Config(dict(default_scope="reseg", model=ras_model_cfg(tiny_tokenizer_dir, head=head, **kw),
+                          val_dataloader=val))
+        cfg.dump(str(tmp_path / f"{name}.py"))
+        ckpt = save_model_weights(MODELS.build(cfg.model), str(tmp_path / f"{name}.safetensors"))
+        paths[name] = (str(tmp_path / f"{name}.py"), ckpt)
+    out = tmp_path / "ras.jsonl"
+    assert benchmark.main(["ras", paths["ras"][0], "--checkpoint", paths["ras"][1], "--ar-config", paths["ar"][0],
+                           "--ar-checkpoint", paths["ar"][1], "--pool-sizes", "4", "9", "--queries", "3",
+                           "--warmup", "1", "--device", "cpu", "--out", str(out)]) == 0
+    res = json.loads(out.read_text().splitlines()[-1])
+    assert res["queries"] == 3 and set(res["results"]) == {"4", "9"}
+    for row in res["results"].values():
+        ras, ar = row["ras"], row["ar"]
+        assert row["latency_ratio_ar_over_ras"] == pytest.approx(ar["median_s"] / ras["median_s"], abs=0.01)
+        for r in (ras, ar):
+            assert r["median_s"] > 0 and 0 <= r["cIoU"] <= 1
+            assert sum(r["stages_ms"].values()) == pytest.approx(1000 * r["mean_s"], rel=0.02, abs=0.1)
+            assert r["stages_ms"]["vision tower"] > 0 and r["stages_ms"]["mask tokens (encoders + pooling)"] > 0
+        assert "LMM forward" in ras["stages_ms"] and "LMM generate" not in ras["stages_ms"]
+        assert "LMM generate" in ar["stages_ms"] and "LMM forward" not in ar["stages_ms"]
+        assert ras["mean_generated_tokens"] == 0 and ar["mean_generated_tokens"] >= 1

@@ -25,7 +25,9 @@
   with the same pool of exactly N candidates per image (the dataset's pool, padded with shifted copies
   of its own masks and cut to N, seeded); per query, the wall time of ``model.predict`` on one image
   and one query (batch 1, no grad: pool tokens, the LMM, selection or generation) and the cIoU/gIoU of
-  the union of the selected candidates. The ratio is AR / RAS median latency per N.
+  the union of the selected candidates. The ratio is AR / RAS median latency per N. Each model's
+  mean time per stage (vision tower, mask tokens, LMM forward or generation, other) shows where a
+  prediction's time goes.
 
 Absolute times depend on the machine and whatever else runs on it; compare ratios from one run.
 """
@@ -292,6 +294,52 @@ def fixed_size_pool(pool, n: int, rng):
     return out[:n]
 
 
+class StageClock:
+    """Wall time spent in named methods of a model, by wrapping them on the instance.
+
+    ``wrap(obj, "method", "stage")`` replaces ``obj.method`` with a timed call; ``take()`` returns and
+    clears the seconds per stage since the last call. Stages must not nest (their sum is then the
+    time accounted for); a method that does not exist is skipped.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def wrap(self, obj: Any, method: str, stage: str) -> None:
+        fn = getattr(obj, method, None)
+        if fn is None:
+            return
+        self.seconds.setdefault(stage, 0.0)
+
+        def timed(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.seconds[stage] += time.perf_counter() - t0
+
+        setattr(obj, method, timed)
+
+    def take(self) -> dict[str, float]:
+        out = dict(self.seconds)
+        for k in self.seconds:
+            self.seconds[k] = 0.0
+        return out
+
+
+def ras_stage_clock(model) -> StageClock:
+    """The stages of one RAS / AR prediction: the vision tower, the candidate pool's mask tokens
+    (encoders on the image, mask pooling), the LMM forward pass over the whole sequence (RAS), the
+    generation loop (AR) and the selection / parsing; the rest (tokenising, building the sample's
+    conversations, the mask projector inside the LMM call) is reported as ``other``."""
+    clock = StageClock()
+    clock.wrap(model.lmm, "image_features", "vision tower")
+    clock.wrap(model.mask_source, "prepare", "mask tokens (encoders + pooling)")
+    clock.wrap(model, "run_lmm", "LMM forward")
+    clock.wrap(model.lmm, "generate", "LMM generate")
+    return clock
+
+
 def cmd_ras(args) -> dict:
     import dataclasses
 
@@ -307,6 +355,7 @@ def cmd_ras(args) -> dict:
     for name, cfg_path, ckpt in (("ras", args.config, args.checkpoint), ("ar", args.ar_config, args.ar_checkpoint)):
         seg = load_model(cfg_path, ckpt, device=args.device, cfg_options=args.raw_cfg_options)
         models[name] = seg.model
+    clocks = {name: ras_stage_clock(model) for name, model in models.items()}
     cfg = Config.fromfile(args.config)
     ds_cfg = copy.deepcopy(cfg.val_dataloader.dataset)
     dataset = DATASETS.build(ds_cfg)
@@ -328,6 +377,7 @@ def cmd_ras(args) -> dict:
             q = dataclasses.replace(s.queries[0], pool_labels=None)  # labels of the dataset pool do not apply
             batch.append(dataclasses.replace(s, candidate_masks=pool, queries=[q]))
         times = {name: [] for name in models}
+        stages = {name: [] for name in models}
         stats = {name: [] for name in models}
         n_tokens = {name: [] for name in models}
         with torch.no_grad():
@@ -335,12 +385,16 @@ def cmd_ras(args) -> dict:
             # load during the run hits both alike
             for j, s in enumerate(batch[: args.warmup] + batch):
                 for name, model in models.items():
+                    clocks[name].take()
                     t0 = time.perf_counter()
                     pred = model.predict([s], generate=name == "ar")[0]["predictions"][0]
                     dt = time.perf_counter() - t0
                     if j < args.warmup:
                         continue
                     times[name].append(dt)
+                    st = clocks[name].take()
+                    st["other"] = dt - sum(st.values())
+                    stages[name].append(st)
                     n_tokens[name].append(pred.extras.get("generated_tokens", 0))
                     sel = pred.selected or []
                     union = s.candidate_masks[sel].any(0) if sel else np.zeros(s.size, bool)
@@ -352,7 +406,10 @@ def cmd_ras(args) -> dict:
             row[name] = dict(median_s=round(statistics.median(times[name]), 5),
                              mean_s=round(statistics.mean(times[name]), 5),
                              cIoU=round(summary["cIoU"], 4), gIoU=round(summary["gIoU"], 4),
-                             mean_generated_tokens=round(float(np.mean(n_tokens[name])), 2))
+                             mean_generated_tokens=round(float(np.mean(n_tokens[name])), 2),
+                             # mean ms per stage (they add up to the mean latency)
+                             stages_ms={k: round(1000 * float(np.mean([st[k] for st in stages[name]])), 2)
+                                        for k in stages[name][0] if any(st[k] for st in stages[name])})
         row["latency_ratio_ar_over_ras"] = round(row["ar"]["median_s"] / row["ras"]["median_s"], 2)
         rows[str(n)] = row
         print(f"N={n}: {json.dumps(row)}", file=sys.stderr)
