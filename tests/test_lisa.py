@@ -131,6 +131,41 @@ def test_text_grad_lm_head_keeps_the_text_loss_out_of_the_llm(tmp_path, text_gra
         MODELS.build(dict(cfg, lmm=dict(cfg["lmm"], text_grad="body")))
 
 
+def test_no_text_loss_skips_the_lm_head_with_the_same_mask_losses_and_gradients(tmp_path, monkeypatch):
+    """With ``ce_weight=0`` and no ``[REJ]`` nothing reads the LM head's logits, so the segmentor skips
+    it: no logits, ``loss_text`` a plain 0, and the mask losses and every gradient equal the run that
+    computes the logits (and a zero-weighted CE) anyway."""
+    cfg = tiny_model_cfg(str(tmp_path / "tokenizer"), head="LISAHead")
+    cfg["head"] = dict(type="LISAHead", ce_weight=0.0)
+    cfg["lmm"] = dict(cfg["lmm"], lora=None, trainable_modules="all")
+    torch.manual_seed(0)
+    m = MODELS.build(cfg)
+    ctx = m.prepare([toy_sample()], "train")  # one batch of conversations for both runs
+    runs = {}
+    for name in ("skip", "logits"):
+        if name == "logits":
+            monkeypatch.setattr(LISAHead, "needs_logits", True)
+        m.zero_grad(set_to_none=True)
+        m.run_lmm(ctx)
+        assert ("logits" in ctx.lmm_out) == (name == "logits")
+        losses = m.head.loss(ctx, m.lmm, m.mask_source)
+        sum(v for k, v in losses.items() if k.startswith("loss")).backward()
+        grads = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+        runs[name] = (losses, grads)
+    (skip, g_skip), (full, g_full) = runs["skip"], runs["logits"]
+    assert float(skip["loss_text"]) == 0.0 and float(full["loss_text"]) == 0.0
+    for k in ("loss_mask_bce", "loss_mask_dice"):
+        assert torch.allclose(skip[k], full[k])
+    assert not any(n.endswith("lm_head.weight") for n in g_skip)
+    for n, g in g_skip.items():
+        assert torch.allclose(g, g_full[n], atol=1e-7), n
+    assert all(float(g.abs().sum()) == 0 for n, g in g_full.items() if n not in g_skip)  # only zeros skipped
+    for head_kw, needs in ((dict(ce_weight=0.0), False), (dict(ce_weight=1.0), True),
+                           (dict(ce_weight=0.0, rej_token="[REJ]"), True)):
+        monkeypatch.undo()
+        assert LISAHead(**head_kw).needs_logits is needs
+
+
 def test_seg_count_mismatch_is_a_clear_error(model):
     s = toy_sample(n_queries=1)
     s.queries[0].answer = "Sure, [SEG] and [SEG]."  # two mask tokens for one target

@@ -210,7 +210,7 @@ class AnchorSegHead(LISAHead):
     def loss(self, ctx: BatchContext, lmm, mask_source) -> dict[str, torch.Tensor]:
         """CE + the mask BCE / Dice + (``tmcc``) T2M and M2T BCE / Dice, each ``weight * sum / n_masks``
         over the batch's non-empty targets (§1.8)."""
-        losses = {"loss_text": self.ce_weight * ctx.lmm_out["loss_text"]}
+        losses = self.text_loss(ctx)
         states, image_of, slots, _ = self._gather(ctx)
         logits = self.decode_masks(ctx, mask_source, states, image_of)
         priors = ctx.lmm_out[PRIORS_KEY]

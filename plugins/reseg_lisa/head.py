@@ -196,8 +196,21 @@ class LISAHead(BaseHead):
                 f"{self.seg_token}?")
         return states, ctx.conv_sample[rows], slots, torch.stack([rows, cols - 1], 1)
 
+    @property
+    def needs_logits(self) -> bool:
+        """Whether the LM head must run over the sequence: for the text loss (``ce_weight`` > 0) or
+        for the ``[REJ]`` slot's argmax. With neither (the tiny demo's ``ce_weight=0``), the segmentor
+        skips the vocabulary projection and its backward; the masks and gradients are the same."""
+        return self.ce_weight != 0 or self.rej_token is not None
+
+    def text_loss(self, ctx: BatchContext) -> dict[str, torch.Tensor]:
+        """``{"loss_text": ce_weight * CE}`` (spec §1.3); a plain zero when the LM head was skipped."""
+        if "loss_text" not in ctx.lmm_out:
+            return {"loss_text": ctx.lmm_out["hidden"].new_zeros(())}
+        return {"loss_text": self.ce_weight * ctx.lmm_out["loss_text"]}
+
     def loss(self, ctx: BatchContext, lmm, mask_source) -> dict[str, torch.Tensor]:
-        losses = {"loss_text": self.ce_weight * ctx.lmm_out["loss_text"]}
+        losses = self.text_loss(ctx)
         states, image_of, slots, _ = self._gather(ctx)
         logits = self.decode_masks(ctx, mask_source, states, image_of)
         rejected = self._slots(ctx, "rej") if self.rej_in_mask_loss else []

@@ -90,11 +90,14 @@ class ReasoningSegmentor(BaseModel):
         extra = self.head.extra_embeddings(ctx, self.lmm, self.mask_source)
         if extra is not None:
             kwargs["extra_embeds"] = extra
+        labels = ctx.tokens.get("labels")
         if not getattr(self.head, "needs_logits", True):
+            # the head reads hidden states only and supervises no text: no LM head, no text loss
             kwargs["with_logits"] = False
+            labels = None
         ctx.lmm_out = self.lmm(input_ids=ctx.tokens["input_ids"], attention_mask=ctx.tokens["attention_mask"],
                                image_feats=ctx.image_feats, image_index=ctx.conv_sample,
-                               labels=ctx.tokens.get("labels"), **kwargs)
+                               labels=labels, **kwargs)
 
     # ------------------------------------------------------------------ mmengine API
     def forward(self, samples: list[Sample], mode: str = "tensor") -> Any:
