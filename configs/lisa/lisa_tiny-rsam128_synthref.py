@@ -10,8 +10,8 @@
 #   The answer text is therefore not learned: evaluate with teacher forcing (the default val_mode),
 #   not free generation (tools/test.py --generate), which needs the LLM to emit [SEG].
 # * Dice weight 2.0, AnchorSeg's released value (anchorseg_ras.md §1.8; LISA's is 0.5), BCE at LISA's
-#   2.0: RES val gIoU 0.324 / 0.329 at 600 iterations for seeds 0 / 1, against 0.22-0.30 with 0.5
-#   (docs/benchmarks.md, session of 2026-12-03, afternoon).
+#   2.0: RES val gIoU 0.303-0.329 over eight runs (mean 0.314; largest-object baseline 0.290), against
+#   0.22-0.30 with 0.5 (docs/benchmarks.md: the demo section and the 2026-12-03 afternoon session).
 # * Batch 16 images (up to 3 queries each), 600 iterations.
 _base_ = ["./lisa_tiny_synthref.py"]
 
