@@ -404,7 +404,8 @@ def test_benchmark_ras_times_both_models_on_fixed_size_pools_and_splits_the_time
         assert row["latency_ratio_ar_over_ras"] == pytest.approx(ar["median_s"] / ras["median_s"], abs=0.01)
         for r in (ras, ar):
             assert r["median_s"] > 0 and 0 <= r["cIoU"] <= 1
-            assert sum(r["stages_ms"].values()) == pytest.approx(1000 * r["mean_s"], rel=0.02, abs=0.1)
+            # "other" is the latency minus the timed stages: negative would mean stages nest or overlap
+            assert r["stages_ms"]["other"] >= 0
             assert r["stages_ms"]["vision tower"] > 0 and r["stages_ms"]["mask tokens (encoders + pooling)"] > 0
         assert "LMM forward" in ras["stages_ms"] and "LMM generate" not in ras["stages_ms"]
         assert "LMM generate" in ar["stages_ms"] and "LMM forward" not in ar["stages_ms"]
