@@ -68,6 +68,18 @@ class LlavaLMM(nn.Module):
             keeps the query out of the state read for ``[SEG]``. Measured (docs/benchmarks.md, issue 2,
             session of 2026-12-03): ``'lm_head'`` recovers part of the gap to no text loss at all (RES
             gIoU 0.21 against 0.13 and 0.29) and the LM head alone learns the answer text poorly.
+        share_image_prefix: run the tokens up to the last image token once per *image* rather than once
+            per conversation, when several conversations of a batch share an image (LISA asks up to
+            three questions per image, each its own conversation, spec seg_token_family.md §1.3). With
+            causal attention those tokens' states cannot depend on what follows, so the prefix is
+            computed once, its key/value cache is indexed out to every conversation of the image, and
+            the rest of each conversation runs on top of it. Hidden states, logits, losses and
+            gradients equal the plain forward's up to float rounding (tests/test_lmm_prefix.py); only
+            the cost changes. Used when every conversation of the batch has its image tokens at the same
+            positions, behind the same token ids, with no head embedding (``extra_embeds``) among them;
+            otherwise, and while training under gradient checkpointing (transformers drops the cache
+            inside checkpointed layers), the plain forward runs. :attr:`last_shared_prefix` tells which
+            path the last call took.
     """
 
     def __init__(
@@ -82,6 +94,7 @@ class LlavaLMM(nn.Module):
         gradient_checkpointing: bool = False,
         max_length: int = 2048,
         text_grad: str = "full",
+        share_image_prefix: bool = True,
     ) -> None:
         super().__init__()
         from transformers import CLIPImageProcessor, LlavaForConditionalGeneration
@@ -89,6 +102,10 @@ class LlavaLMM(nn.Module):
         if text_grad not in ("full", "lm_head"):
             raise ValueError(f"model.lmm.text_grad must be 'full' or 'lm_head', got {text_grad!r}")
         self.text_grad = text_grad
+        self.share_image_prefix = bool(share_image_prefix)
+        #: prefix length and number of distinct images of the last shared forward, or ``None`` if the
+        #: last forward ran every conversation in full
+        self.last_shared_prefix: Optional[tuple[int, int]] = None
 
         if (pretrained is None) == (tiny is None):
             raise ValueError("LlavaLMM needs exactly one of `pretrained` (a local path) or `tiny` (a dict).")
@@ -343,9 +360,14 @@ class LlavaLMM(nn.Module):
         and, with ``labels``, ``loss_text`` (shifted next-token CE averaged over supervised tokens).
         """
         embeds = self.embed(input_ids, image_feats, image_index, extra_embeds)
-        out = self.model.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask,
-                                              use_cache=False)
-        hidden = out.last_hidden_state
+        prefix = self._shared_prefix(input_ids, attention_mask, image_index, extra_embeds)
+        self.last_shared_prefix = None if prefix is None else (prefix[0], int(prefix[1].numel()))
+        if prefix is None:
+            out = self.model.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask,
+                                                  use_cache=False)
+            hidden = out.last_hidden_state
+        else:
+            hidden = self._forward_shared(embeds, attention_mask, *prefix)
         res = dict(hidden=hidden, image_positions=input_ids == self.image_token_id)
         if not with_logits:
             if labels is not None:
@@ -364,6 +386,57 @@ class LlavaLMM(nn.Module):
             else:
                 res["loss_text"] = logits.sum() * 0.0
         return res
+
+    def _shared_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_index: torch.Tensor,
+                       extra_embeds: Optional[tuple[torch.Tensor, torch.Tensor]]):
+        """``(P, representatives, group)`` when the first ``P`` tokens (through the last image token) can
+        run once per image, else ``None`` (see ``share_image_prefix`` in the class docstring).
+
+        ``representatives`` ``[G]``: one conversation row per distinct image; ``group`` ``[C]``: the
+        index into ``representatives`` of each row.
+        """
+        if not self.share_image_prefix or input_ids.shape[0] < 2:
+            return None
+        checkpointing = getattr(self.model, "is_activation_checkpointing", None)  # transformers >= 5.2x
+        if checkpointing is None:
+            checkpointing = getattr(self.model, "is_gradient_checkpointing", False)
+        if self.training and checkpointing:
+            return None  # checkpointed layers drop past_key_values (transformers' GradientCheckpointingLayer)
+        is_img = input_ids == self.image_token_id
+        if not bool(is_img.any(1).all()):
+            return None  # a text-only conversation: nothing to share
+        L = input_ids.shape[1]
+        last = L - 1 - torch.flip(is_img, dims=[1]).to(torch.int8).argmax(1)  # last image token per row
+        if bool((last != last[0]).any()):
+            return None
+        P = int(last[0]) + 1
+        if P >= L or not bool(attention_mask[:, :P].bool().all()):
+            return None
+        if extra_embeds is not None and bool(extra_embeds[0][:, :P].any()):
+            return None
+        uniq, group = torch.unique(image_index, return_inverse=True)
+        if uniq.numel() == input_ids.shape[0]:
+            return None  # one conversation per image: nothing to gain
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        reps = torch.full((uniq.numel(),), input_ids.shape[0], dtype=torch.long, device=input_ids.device)
+        reps = reps.scatter_reduce(0, group, rows, reduce="amin")
+        if not bool((input_ids[:, :P] == input_ids[reps[group], :P]).all()):
+            return None  # same image, different text before it
+        return P, reps, group
+
+    def _forward_shared(self, embeds: torch.Tensor, attention_mask: torch.Tensor, P: int,
+                        reps: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+        """The LLM's last hidden states ``[C, L, D]``: the prefix once per image, the rest per row."""
+        lm = self.model.model.language_model
+        head = lm(inputs_embeds=embeds[reps, :P], attention_mask=attention_mask[reps, :P], use_cache=True)
+        cache = head.past_key_values
+        if cache is None or not hasattr(cache, "batch_select_indices"):
+            raise RuntimeError(f"share_image_prefix: {type(lm).__name__} returned no indexable key/value cache; "
+                               "set model.lmm.share_image_prefix=False for this LLM")
+        cache.batch_select_indices(group)  # every conversation gets its image's prefix keys and values
+        tail = lm(inputs_embeds=embeds[:, P:], attention_mask=attention_mask, past_key_values=cache,
+                  use_cache=True)
+        return torch.cat([head.last_hidden_state[group], tail.last_hidden_state], dim=1)
 
     @torch.no_grad()
     def generate(
