@@ -4,7 +4,7 @@ PY      ?= python3
 VENV    ?= .venv
 VPY     := $(VENV)/bin/python
 DATA    ?= data/synthref
-CONFIG  ?= configs/lisa/lisa_tiny-rsam128_synthref.py
+CONFIG  ?= configs/lisa/lisa_tiny-sam128_synthref.py
 NAME    := $(basename $(notdir $(CONFIG)))
 WORK    ?= work_dirs/$(NAME)
 export HF_HUB_OFFLINE := 1
@@ -44,11 +44,16 @@ $(POOLS)/grefcoco_%.jsonl: | pretrain
 	$(VPY) tools/make_pools.py $(AMG) --dataset-config configs/ras/ras_tiny_synthref-gres.py --split $* --out $@
 pools: $(POOLS)/synthref_train.jsonl $(POOLS)/synthref_val.jsonl $(POOLS)/grefcoco_train.jsonl $(POOLS)/grefcoco_val.jsonl
 
-# What the demo config loads from data/tiny_models: the default (random SAM) needs only the pre-trained
-# vision tower; `make demo CONFIG=configs/lisa/lisa_tiny_synthref.py DEMO_PARTS=vision,sam` for the
-# point-pre-trained SAM as well. Existing files are kept.
+# What the demo config loads from data/tiny_models: the pre-trained vision tower, and SAM at 128 px
+# pre-trained with point, box and attribute prompts (DEMO_SAM, ~2 min; configs/lisa/lisa_tiny-sam128_synthref.py
+# says why). `make demo CONFIG=configs/lisa/lisa_tiny_synthref.py DEMO_PARTS=vision,sam DEMO_SAM=` for the
+# older point-pre-trained 256 px SAM instead. Existing files are kept.
 DEMO_PARTS ?= vision
-pretrain-demo: data
+DEMO_SAM   ?= data/tiny_models/sam128_attr/sam_tiny.pth
+$(DEMO_SAM): | data
+	$(VPY) tools/pretrain_tiny.py --data $(DATA) --config configs/lisa/lisa_tiny-rsam128_synthref.py --parts sam \
+		--steps 600 --sam-aux-weight 2.0 --sam-attr-prompts --out $(patsubst %/,%,$(dir $(DEMO_SAM)))
+pretrain-demo: data $(DEMO_SAM)
 	$(VPY) tools/pretrain_tiny.py --data $(DATA) --out data/tiny_models --parts $(DEMO_PARTS)
 
 # Train tiny LISA on CPU, evaluate on the validation splits, write metrics.json and overlays.

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -133,10 +134,16 @@ def test_thirdparty_head_plugin_trains_with_the_same_tools(synth_root, tmp_path)
     assert any(k.startswith("head.projection") for k in sd)
 
 
-def test_pretrain_tiny_writes_weights_the_tiny_config_loads(synth_root, tmp_path):
+def _pretrain_tiny_tool():
+    """tools/pretrain_tiny.py as a module (tools/ is not a package)."""
     sys.path.insert(0, str(ROOT / "tools"))
     import pretrain_tiny
 
+    return pretrain_tiny
+
+
+def test_pretrain_tiny_writes_weights_the_tiny_config_loads(synth_root, tmp_path):
+    pretrain_tiny = _pretrain_tiny_tool()
     out = tmp_path / "tiny_models"
     cfg = str(ROOT / "configs" / "lisa" / "lisa_tiny_synthref.py")
     assert pretrain_tiny.main(["--data", str(synth_root), "--out", str(out), "--config", cfg, "--steps", "2",
@@ -161,6 +168,53 @@ def test_pretrain_tiny_writes_weights_the_tiny_config_loads(synth_root, tmp_path
     assert torch.equal(model.lmm.model.state_dict()[key], llava[key])  # the pre-trained projector
     # the llava part starts from the pre-trained tower and keeps it frozen
     assert all(torch.equal(llava["model.vision_tower." + k], v) for k, v in vision.items())
+
+
+def test_attribute_prompt_target_is_every_object_matching_the_named_fields():
+    pretrain_tiny = _pretrain_tiny_tool()
+    masks = np.zeros((4, 4, 4), bool)
+    for n in range(4):
+        masks[n, n, n] = True  # object n is the pixel (n, n)
+    labels = [("red", "circle"), ("red", "star"), ("blue", "circle"), ("red", "circle")]
+    on = lambda m: sorted(int(y) for y in np.nonzero(m)[0])  # noqa: E731
+    assert on(pretrain_tiny.attribute_target(masks, labels, 0, "colour")) == [0, 1, 3]
+    assert on(pretrain_tiny.attribute_target(masks, labels, 0, "shape")) == [0, 2, 3]
+    assert on(pretrain_tiny.attribute_target(masks, labels, 0, "both")) == [0, 3]
+    assert on(pretrain_tiny.attribute_target(masks, labels, 2, "both")) == [2]
+    with pytest.raises(ValueError, match="'size'"):
+        pretrain_tiny.attribute_target(masks, labels, 0, "size")
+
+
+def test_demo_sam_pretraining_with_attribute_prompts_loads_into_the_demo_config(synth_root, tmp_path):
+    """`make pretrain-demo`'s SAM step (128 px, attribute prompts) writes what the demo config loads."""
+    pretrain_tiny = _pretrain_tiny_tool()
+    out = tmp_path / "sam128_attr"
+    base = str(ROOT / "configs" / "lisa" / "lisa_tiny-rsam128_synthref.py")
+    assert pretrain_tiny.main(["--data", str(synth_root), "--out", str(out), "--config", base, "--parts", "sam",
+                               "--steps", "2", "--batch", "2", "--sam-aux-weight", "2.0",
+                               "--sam-attr-prompts"]) == 0
+    from mmengine.config import Config
+
+    from reseg.registry import MODELS
+
+    c = Config.fromfile(str(ROOT / "configs" / "lisa" / "lisa_tiny-sam128_synthref.py"))
+    assert c.model.mask_source.checkpoint.endswith("sam128_attr/sam_tiny.pth")
+    c.model.lmm.tiny.tokenizer_dir = str(tmp_path / "tok")
+    c.model.lmm.tiny.vision_checkpoint = None
+    c.model.mask_source.checkpoint = str(out / "sam_tiny.pth")
+    model = MODELS.build(c.model)  # a strict load: the architecture matches the demo config's
+    sd = torch.load(out / "sam_tiny.pth", weights_only=True)
+    assert not any(k.startswith(("colour", "shape")) for k in sd)  # prompt embeddings and aux heads dropped
+    info = json.loads((out / "sam_tiny.json").read_text())  # what produced the weights
+    assert info["attr_prompts"] is True and info["aux_weight"] == 2.0 and info["steps"] == 2
+    enc = model.mask_source.sam.image_encoder
+    assert torch.equal(enc.patch_embed.proj.weight, sd["image_encoder.patch_embed.proj.weight"])
+    assert enc.patch_embed.proj.weight.shape[-1] == 8 and model.mask_source.image_size == 128
+    assert not any(p.requires_grad for p in enc.parameters())  # frozen in LISA training, as is the decoder
+    assert not any(p.requires_grad for p in model.mask_source.sam.mask_decoder.parameters())
+    dec = model.mask_source.sam.mask_decoder
+    assert torch.equal(dec.output_hypernetworks_mlps[0].layers[0].weight,
+                       sd["mask_decoder.output_hypernetworks_mlps.0.layers.0.weight"])
 
 
 def test_one_test_call_scores_every_benchmark_and_writes_metrics_json(synth_root, tmp_path):

@@ -9,9 +9,15 @@ synthetic REFER *train* split (COCO ``instances.json``; no query text, no valida
   itself is trained; an auxiliary dense head asks the image embedding to encode the colour and shape
   under each cell (discarded afterwards) -> ``<out>/sam_tiny.pth``. ``--sam-attr-prompts`` also
   trains the decoder to follow *attribute prompts* (learned colour/shape embeddings as the sparse
-  prompt, target = every matching object): an experiment that departs from real SAM (whose decoder
-  only saw points, boxes and masks); measured, it lowered point-prompt quality (mIoU 0.65 -> 0.22)
-  and did not help tiny LISA (docs/benchmarks.md), so it is off by default;
+  prompt, target = every matching object, :func:`attribute_target`; the embeddings are discarded
+  afterwards). Real SAM's released decoder saw points, boxes and masks only, but the SAM paper's
+  text-to-mask experiment (§7.5) trains it with CLIP embeddings of the object as prompts, which is
+  what this mirrors at the tiny scale. It lowers point-prompt quality (mIoU 0.65 -> 0.22). It is off
+  by default, and ``make demo`` turns it on for the demo's 128 px SAM
+  (``configs/lisa/lisa_tiny-sam128_synthref.py``): with a frozen, randomly initialised SAM encoder,
+  tiny LISA's masks hardly depend on the query; with this SAM they follow colour and shape
+  (docs/benchmarks.md, session of 2026-12-04 (third)). On the older 256 px point-pre-trained
+  configuration it did not help (same page, 2026-12-02);
 * ``vision``: the tiny config's CLIP vision tower learns dense per-patch labels (the colour and the
   shape of the visible object under each patch, or background), a stand-in for the visual
   vocabulary a pretrained CLIP brings -> ``<out>/vision_tiny.pth``;
@@ -121,6 +127,24 @@ def sample_prompt(mask: np.ndarray, scale: float, rng: np.random.Generator, kind
     return ("box", (np.array([x0, y0, x1, y1]) + jit) * scale)
 
 
+#: What an attribute prompt names, by the code drawn for it in ``train_sam``: 0 colour, 1 shape, 2 both.
+ATTR_FIELDS = ("colour", "shape", "both")
+
+
+def attribute_target(masks: np.ndarray, labels: list, j: int, field: str) -> np.ndarray:
+    """The target of an attribute prompt built from object ``j``: the union of *every* object of the
+    image that matches ``j`` in ``field`` (``"colour"``, ``"shape"`` or ``"both"``), ``j`` included.
+
+    ``masks`` is ``[n, H, W]`` bool, ``labels`` the objects' ``(colour, kind)`` pairs in the same order.
+    """
+    if field not in ATTR_FIELDS:
+        raise ValueError(f"attribute prompt field {field!r}: expected one of {ATTR_FIELDS}")
+    c, k = labels[j]
+    match = [n for n, (c2, k2) in enumerate(labels)
+             if (field == "shape" or c2 == c) and (field == "colour" or k2 == k)]
+    return masks[match].any(0)
+
+
 def grid_labels(masks, labels, scale: float, S: int, grid: int, colours, kinds) -> tuple[np.ndarray, np.ndarray]:
     """Colour / shape ids (0 = background) at the centres of SAM's ``grid x grid`` embedding cells.
 
@@ -193,12 +217,7 @@ def train_sam(args, images, masks, labels) -> None:
                     wsel = torch.as_tensor(which)[:, None]
                     sparse = (attr["colour"](cid) * (wsel != 1) + attr["shape"](kid) * (wsel != 0))[:, None, :]
                     dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(len(sel), -1, *src.embedding_size)
-                    tgt = []
-                    for j, wh in zip(sel, which):
-                        c, k = labels[i][j]
-                        match = [n for n, (c2, k2) in enumerate(labels[i])
-                                 if (wh == 1 or c2 == c) and (wh == 0 or k2 == k)]
-                        tgt.append(masks[i][match].any(0))
+                    tgt = [attribute_target(masks[i], labels[i], j, ATTR_FIELDS[wh]) for j, wh in zip(sel, which)]
                     low, _ = sam.mask_decoder(image_embeddings=emb[b: b + 1], image_pe=pe.get_dense_pe(),
                                               sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                               multimask_output=False)
@@ -233,6 +252,8 @@ def train_sam(args, images, masks, labels) -> None:
             print(f"[sam] aux {aux.item():.4f}", end="  ")
             print(f"[sam] step {step:4d}/{args.steps}  loss {loss.item():.4f}  {time.time() - t0:.0f}s", flush=True)
     _save(sam.state_dict(), out_file, dict(config=args.config, mask_source=cfg, steps=args.steps, seed=args.seed,
+                                           batch=args.batch, aux_weight=args.sam_aux_weight,
+                                           attr_prompts=args.sam_attr_prompts,
                                            final_loss=float(loss.item()), seconds=round(time.time() - t0, 1)))
 
 
