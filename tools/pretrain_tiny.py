@@ -15,7 +15,8 @@ synthetic REFER *train* split (COCO ``instances.json``; no query text, no valida
   what this mirrors at the tiny scale. It lowers point-prompt quality (mIoU 0.65 -> 0.22). It is off
   by default, and ``make demo`` turns it on for the demo's 128 px SAM
   (``configs/lisa/lisa_tiny-sam128_synthref.py``): with a frozen, randomly initialised SAM encoder,
-  tiny LISA's masks hardly depend on the query; with this SAM they follow colour and shape
+  tiny LISA's masks follow the query only weakly (two queries of one image: mask IoU 0.58); with
+  this SAM they follow colour and shape (0.35)
   (docs/benchmarks.md, session of 2026-12-04 (third)). On the older 256 px point-pre-trained
   configuration it did not help (same page, 2026-12-02);
 * ``vision``: the tiny config's CLIP vision tower learns dense per-patch labels (the colour and the
