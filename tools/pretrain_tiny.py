@@ -16,7 +16,7 @@ synthetic REFER *train* split (COCO ``instances.json``; no query text, no valida
   by default, and ``make demo`` turns it on for the demo's 128 px SAM
   (``configs/lisa/lisa_tiny-sam128_synthref.py``): with a frozen, randomly initialised SAM encoder,
   tiny LISA's masks follow the query only weakly (two queries of one image: mask IoU 0.58); with
-  this SAM they follow colour and shape (0.35)
+  this SAM they follow colour and shape (0.35; tools/analyze_predictions.py)
   (docs/benchmarks.md, session of 2026-12-04 (third)). On the older 256 px point-pre-trained
   configuration it did not help (same page, 2026-12-02);
 * ``vision``: the tiny config's CLIP vision tower learns dense per-patch labels (the colour and the
