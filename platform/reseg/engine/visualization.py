@@ -23,14 +23,20 @@ PRED_COLOR = (230, 60, 60)
 CANDIDATE_COLOR = (90, 160, 255)
 
 
+#: colour of the 3 px halo under a mask's 1 px outline, so a mask stays visible on an object of its own colour
+HALO_COLOR = (0, 0, 0)
+
+
 def blend(image: np.ndarray, mask: Optional[np.ndarray], color: Sequence[int], alpha: float = 0.5) -> np.ndarray:
-    """``image`` (``[H, W, 3] uint8``) with ``mask`` (``[H, W] bool``) tinted and outlined in ``color``."""
+    """``image`` (``[H, W, 3] uint8``) with ``mask`` (``[H, W] bool``) tinted and outlined in ``color``
+    over a dark halo (a red prediction on a red object would otherwise not show)."""
     out = image.copy()
     if mask is None or not mask.any():
         return out
     tint = np.array(color, dtype=np.float32)
     out[mask] = (out[mask].astype(np.float32) * (1 - alpha) + tint * alpha).astype(np.uint8)
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(out, contours, -1, HALO_COLOR, 3)
     cv2.drawContours(out, contours, -1, tuple(int(c) for c in color), 1)
     return out
 
