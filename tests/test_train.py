@@ -183,6 +183,34 @@ def test_attribute_prompt_target_is_every_object_matching_the_named_fields():
     assert on(pretrain_tiny.attribute_target(masks, labels, 2, "both")) == [2]
     with pytest.raises(ValueError, match="'size'"):
         pretrain_tiny.attribute_target(masks, labels, 0, "size")
+    with pytest.raises(ValueError, match="'any'"):  # "any" only exists for located prompts
+        pretrain_tiny.attribute_target(masks, labels, 0, "any")
+
+
+def test_located_prompt_target_is_the_matching_object_nearest_the_anchor():
+    """--sam-located-share: an anchor picks one object among those the attribute names."""
+    pretrain_tiny = _pretrain_tiny_tool()
+    masks = np.zeros((4, 10, 10), bool)
+    masks[0, 1:3, 1:3] = True  # red circle, top left
+    masks[1, 1:3, 7:9] = True  # red star, top right
+    masks[2, 7:9, 1:3] = True  # blue circle, bottom left
+    masks[3, 7:9, 7:9] = True  # red circle, bottom right
+    labels = [("red", "circle"), ("red", "star"), ("blue", "circle"), ("red", "circle")]
+    pick = lambda j, field, anchor: int(np.flatnonzero([  # noqa: E731
+        np.array_equal(pretrain_tiny.located_target(masks, labels, j, field, anchor), m) for m in masks])[0])
+    far_left, far_bottom = (-20.0, 5.0), (5.0, 40.0)
+    assert pick(3, "both", far_left) == 0  # the leftmost red circle, though built from object 3
+    assert pick(3, "both", far_bottom) == 3
+    assert pick(1, "colour", (9.5, 9.5)) == 3  # red objects: the one at the bottom right corner
+    assert pick(1, "shape", far_left) == 1  # the only star, wherever the anchor
+    assert pick(0, "any", (2.0, 8.0)) == 2  # any object: the one under the anchor
+    assert pick(0, "shape", (2.0, 8.0)) == 2  # circles: the blue one is nearest
+    assert pick(3, "colour", (2.0, 8.0)) == 0  # red: top left and bottom right are equally near; lower index
+    hidden = masks.copy()
+    hidden[2] = False  # an object without visible pixels is never picked
+    assert np.array_equal(pretrain_tiny.located_target(hidden, labels, 0, "any", (2.0, 9.0)), masks[3])
+    with pytest.raises(ValueError, match="no object matching"):
+        pretrain_tiny.located_target(hidden, labels, 2, "both", (0.0, 0.0))
 
 
 def test_demo_sam_pretraining_with_attribute_prompts_loads_into_the_demo_config(synth_root, tmp_path):
@@ -215,6 +243,25 @@ def test_demo_sam_pretraining_with_attribute_prompts_loads_into_the_demo_config(
     dec = model.mask_source.sam.mask_decoder
     assert torch.equal(dec.output_hypernetworks_mlps[0].layers[0].weight,
                        sd["mask_decoder.output_hypernetworks_mlps.0.layers.0.weight"])
+
+
+def test_located_attribute_prompts_train_and_are_recorded(synth_root, tmp_path, capsys):
+    """--sam-located-share 1.0: every attribute prompt carries an anchor; the share is recorded, and a
+    bad share or a share without attribute prompts is refused naming the flag."""
+    pretrain_tiny = _pretrain_tiny_tool()
+    base = str(ROOT / "configs" / "lisa" / "lisa_tiny-rsam128_synthref.py")
+    args = ["--data", str(synth_root), "--config", base, "--parts", "sam", "--steps", "2", "--batch", "2"]
+    out = tmp_path / "loc"
+    assert pretrain_tiny.main(args + ["--out", str(out), "--sam-attr-prompts", "--sam-located-share", "1.0"]) == 0
+    info = json.loads((out / "sam_tiny.json").read_text())
+    assert info["located_share"] == 1.0 and info["attr_prompts"] is True and np.isfinite(info["final_loss"])
+    for bad, message in ((["--sam-attr-prompts", "--sam-located-share", "1.5"], "expected a share in"),
+                         (["--sam-located-share", "0.5"], "needs --sam-attr-prompts")):
+        with pytest.raises(SystemExit):
+            pretrain_tiny.main(args + ["--out", str(tmp_path / "bad")] + bad)
+        err = capsys.readouterr().err
+        assert "--sam-located-share" in err and message in err
+        assert not (tmp_path / "bad").exists()
 
 
 def test_one_test_call_scores_every_benchmark_and_writes_metrics_json(synth_root, tmp_path):

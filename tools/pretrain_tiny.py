@@ -18,7 +18,11 @@ synthetic REFER *train* split (COCO ``instances.json``; no query text, no valida
   tiny LISA's masks follow the query only weakly (two queries of one image: mask IoU 0.58); with
   this SAM they follow colour and shape (0.35; tools/analyze_predictions.py)
   (docs/benchmarks.md, session of 2026-12-04 (third)). On the older 256 px point-pre-trained
-  configuration it did not help (same page, 2026-12-02);
+  configuration it did not help (same page, 2026-12-02). ``--sam-located-share P`` adds an anchor
+  point to that share of the attribute prompts (its positional encoding, as SAM encodes a point,
+  added to the same token; the anchor may lie outside the image), and the target becomes the single
+  matching object nearest to it (:func:`located_target`; with the field ``"any"``, the nearest object
+  of any kind): SAM §7.5's "text prompt plus a point", in the one token a ``[SEG]`` state gives;
 * ``vision``: the tiny config's CLIP vision tower learns dense per-patch labels (the colour and the
   shape of the visible object under each patch, or background), a stand-in for the visual
   vocabulary a pretrained CLIP brings -> ``<out>/vision_tiny.pth``;
@@ -64,6 +68,10 @@ def parse_args(argv=None):
                    help="weight of the dense colour/shape head on SAM's embedding (0: class-agnostic only)")
     p.add_argument("--sam-attr-prompts", action="store_true",
                    help="also train SAM's decoder with attribute prompts (an experiment; off by default)")
+    p.add_argument("--sam-located-share", type=float, default=0.0,
+                   help="with --sam-attr-prompts: share of attribute prompts that also carry an anchor point "
+                        "(its positional encoding added to the token; target = the matching object nearest "
+                        "to it, or the nearest object of any kind; an experiment, off by default)")
     p.add_argument("--vision-steps", type=int, default=300)
     p.add_argument("--vision-batch", type=int, default=32)
     p.add_argument("--llava-steps", type=int, default=300)
@@ -74,7 +82,12 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="retrain even if the output exists")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not 0.0 <= args.sam_located_share <= 1.0:
+        p.error(f"--sam-located-share: expected a share in [0, 1], got {args.sam_located_share}")
+    if args.sam_located_share > 0 and not args.sam_attr_prompts:
+        p.error("--sam-located-share needs --sam-attr-prompts (it locates attribute prompts)")
+    return args
 
 
 def load_objects(data_root: str):
@@ -132,6 +145,20 @@ def sample_prompt(mask: np.ndarray, scale: float, rng: np.random.Generator, kind
 ATTR_FIELDS = ("colour", "shape", "both")
 
 
+#: What a *located* attribute prompt names (``--sam-located-share``): an attribute of ``ATTR_FIELDS``, or
+#: ``"any"`` (no attribute: every object is a candidate).
+LOCATED_FIELDS = ATTR_FIELDS + ("any",)
+
+
+def matching_objects(labels: list, j: int, field: str) -> list[int]:
+    """Indices of the objects that match object ``j`` in ``field`` (one of ``LOCATED_FIELDS``), ``j`` included."""
+    if field not in LOCATED_FIELDS:
+        raise ValueError(f"attribute prompt field {field!r}: expected one of {LOCATED_FIELDS}")
+    c, k = labels[j]
+    return [n for n, (c2, k2) in enumerate(labels)
+            if field == "any" or ((field == "shape" or c2 == c) and (field == "colour" or k2 == k))]
+
+
 def attribute_target(masks: np.ndarray, labels: list, j: int, field: str) -> np.ndarray:
     """The target of an attribute prompt built from object ``j``: the union of *every* object of the
     image that matches ``j`` in ``field`` (``"colour"``, ``"shape"`` or ``"both"``), ``j`` included.
@@ -140,10 +167,32 @@ def attribute_target(masks: np.ndarray, labels: list, j: int, field: str) -> np.
     """
     if field not in ATTR_FIELDS:
         raise ValueError(f"attribute prompt field {field!r}: expected one of {ATTR_FIELDS}")
-    c, k = labels[j]
-    match = [n for n, (c2, k2) in enumerate(labels)
-             if (field == "shape" or c2 == c) and (field == "colour" or k2 == k)]
-    return masks[match].any(0)
+    return masks[matching_objects(labels, j, field)].any(0)
+
+
+def located_target(masks: np.ndarray, labels: list, j: int, field: str, anchor) -> np.ndarray:
+    """The target of a *located* attribute prompt: of the objects matching ``j`` in ``field`` (one of
+    ``LOCATED_FIELDS``), the single one nearest to ``anchor``.
+
+    ``anchor`` is ``(x, y)`` in image pixels and may lie outside the image (far to the left, it picks the
+    leftmost match). The distance is the anchor's to the object's nearest pixel centre, so an anchor
+    inside an object picks that object; objects without visible pixels are never picked; ties go to the
+    lower index. This is SAM's text-plus-point prompting (SAM paper §7.5: a point added to a text prompt
+    picks among the objects the text names) folded into one sparse token.
+    """
+    match = matching_objects(labels, j, field)
+    ax, ay = float(anchor[0]), float(anchor[1])
+    best, best_d = None, np.inf
+    for n in match:
+        ys, xs = np.nonzero(masks[n])
+        if len(xs) == 0:
+            continue
+        d = float(np.min((xs + 0.5 - ax) ** 2 + (ys + 0.5 - ay) ** 2))
+        if d < best_d:
+            best, best_d = n, d
+    if best is None:
+        raise ValueError(f"located prompt from object {j}: no object matching it in {field!r} has visible pixels")
+    return masks[best].copy()
 
 
 def grid_labels(masks, labels, scale: float, S: int, grid: int, colours, kinds) -> tuple[np.ndarray, np.ndarray]:
@@ -212,13 +261,28 @@ def train_sam(args, images, masks, labels) -> None:
                 if len(sel) == 0:
                     continue
                 if kind == "attr":  # colour and/or shape of the object -> every object that matches
-                    which = rng.integers(0, 3, size=len(sel))  # 0 colour, 1 shape, 2 both
+                    which = rng.integers(0, 3, size=len(sel))  # LOCATED_FIELDS: 0 colour, 1 shape, 2 both, 3 any
+                    # located prompts (an anchor added to the token -> the nearest match only); no draws at share 0
+                    located = (rng.random(len(sel)) < args.sam_located_share if args.sam_located_share > 0
+                               else np.zeros(len(sel), bool))
+                    anchors = np.zeros((len(sel), 2))
+                    if located.any():
+                        which[located] = rng.integers(0, 4, size=int(located.sum()))
+                        anchors[located] = rng.uniform(-0.5, 1.5, size=(int(located.sum()), 2)) * [w, h]
                     cid = torch.tensor([colours.index(labels[i][j][0]) for j in sel])
                     kid = torch.tensor([kinds.index(labels[i][j][1]) for j in sel])
                     wsel = torch.as_tensor(which)[:, None]
-                    sparse = (attr["colour"](cid) * (wsel != 1) + attr["shape"](kid) * (wsel != 0))[:, None, :]
+                    sparse = (attr["colour"](cid) * ((wsel == 0) | (wsel == 2))
+                              + attr["shape"](kid) * ((wsel == 1) | (wsel == 2)))
+                    if located.any():  # + the anchor's positional encoding, as a point prompt's (SAM input frame)
+                        where = torch.as_tensor(anchors * scale, dtype=torch.float32)[:, None, :]
+                        enc = pe.pe_layer.forward_with_coords(where, pe.input_image_size)[:, 0]
+                        sparse = sparse + enc * torch.as_tensor(located, dtype=torch.float32)[:, None]
+                    sparse = sparse[:, None, :]
                     dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(len(sel), -1, *src.embedding_size)
-                    tgt = [attribute_target(masks[i], labels[i], j, ATTR_FIELDS[wh]) for j, wh in zip(sel, which)]
+                    tgt = [located_target(masks[i], labels[i], j, LOCATED_FIELDS[wh], a) if loc
+                           else attribute_target(masks[i], labels[i], j, ATTR_FIELDS[wh])
+                           for j, wh, loc, a in zip(sel, which, located, anchors)]
                     low, _ = sam.mask_decoder(image_embeddings=emb[b: b + 1], image_pe=pe.get_dense_pe(),
                                               sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                               multimask_output=False)
@@ -255,6 +319,7 @@ def train_sam(args, images, masks, labels) -> None:
     _save(sam.state_dict(), out_file, dict(config=args.config, mask_source=cfg, steps=args.steps, seed=args.seed,
                                            batch=args.batch, aux_weight=args.sam_aux_weight,
                                            attr_prompts=args.sam_attr_prompts,
+                                           located_share=args.sam_located_share,
                                            final_loss=float(loss.item()), seconds=round(time.time() - t0, 1)))
 
 
