@@ -47,10 +47,6 @@ PROBE = [(0.1, 0.1), (0.25, 0.6), (0.4, 0.3), (0.5, 0.5), (0.6, 0.85), (0.75, 0.
 MAX_NEW_TOKENS = 6
 #: comparison tolerance (absolute and relative)
 TOL = 1e-6
-#: tolerance of the masks of free generation with [SEG] (``generate_seg``): how a mask token's state is
-#: read after generation may change by float rounding (batched, left-padded decoding; a second
-#: teacher-forced pass), and SAM's decoder amplifies that a little; the generated text is compared exactly
-GEN_TOL = 1e-4
 
 
 def _strip_checkpoints(cfg: dict, tokenizer_dir: str) -> dict:
@@ -197,8 +193,7 @@ def compare(got: Any, want: Any, where: str = "", tol: float = TOL) -> list[str]
     if isinstance(want, dict):
         if not isinstance(got, dict) or set(got) != set(want):
             return [f"{where}: keys {sorted(got) if isinstance(got, dict) else got!r} != {sorted(want)}"]
-        return [d for k in want for d in compare(got[k], want[k], f"{where}.{k}",
-                                                 GEN_TOL if k == "generate_seg" else tol)]
+        return [d for k in want for d in compare(got[k], want[k], f"{where}.{k}", tol)]
     if isinstance(want, list):
         if not isinstance(got, list) or len(got) != len(want):
             return [f"{where}: {got!r} != {want!r}"]

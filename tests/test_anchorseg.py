@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from reseg.models.losses import dice_loss, sigmoid_bce_loss
+from reseg.models.segmentor import assemble
 from reseg.registry import HEADS, MODELS
 from reseg_anchorseg import functional as AF
 from tiny import tiny_model_cfg, tiny_train_cfg, toy_sample
@@ -68,7 +69,7 @@ def test_the_bank_refuses_a_seg_whose_latents_are_not_right_before_it():
 def test_prior_pad_corner_crops_the_valid_clip_region_then_resizes():
     # 2x2 tokens [[0, 1], [2, 3]] -> min-max [[0, 1/3], [2/3, 1]] -> bilinear to the 4x4 CLIP input. A 2x4
     # image resized to the 4-px CLIP frame is 2x4 (no resize back): the code keeps rows [0:2].
-    from reseg_read.functional import minmax_normalize
+    from reseg.models.image_tokens import minmax_normalize
 
     s_hat = minmax_normalize(torch.tensor([[0.0, 1.0, 2.0, 3.0]]))
     up = UP_2_TO_4 @ np.array([[0, 1 / 3], [2 / 3, 1]]) @ UP_2_TO_4.T
@@ -91,7 +92,7 @@ def test_sam_frame_resizes_the_longest_side_and_zero_pads_bottom_right():
 @pytest.mark.parametrize("aspect", ["pad", "crop", "pad_corner"])
 def test_prior_map_shape_and_range(aspect):
     sim = torch.randn(3, 16, generator=torch.Generator().manual_seed(1)) * 50  # raw dot products, any scale
-    from reseg_read.functional import minmax_normalize
+    from reseg.models.image_tokens import minmax_normalize
 
     s_hat = minmax_normalize(sim)
     assert torch.allclose(s_hat.amin(1), torch.zeros(3)) and torch.allclose(s_hat.amax(1), torch.ones(3))
@@ -254,14 +255,14 @@ def model(tmp_path_factory):
 
 def test_anchorseg_plugin_loads_through_its_entry_point_and_builds_from_the_registry():
     from reseg import plugins
+    from reseg.models.heads import SegTokenHead
     from reseg_anchorseg.head import AnchorSegHead
-    from reseg_lisa.head import LISAHead
 
     rec = {p.name: p for p in plugins.loaded_plugins()}["anchorseg"]
     assert rec.dist == "reseg" and rec.module == "reseg_anchorseg.plugin"
     assert rec.registered == {"heads": ["AnchorSegHead"]}
     head = HEADS.build(dict(type="AnchorSegHead"))
-    assert type(head) is AnchorSegHead and isinstance(head, LISAHead)
+    assert type(head) is AnchorSegHead and isinstance(head, SegTokenHead)  # the core's [SEG] family
     # the released script's values (§1.2, §1.7, §1.8)
     assert (head.num_latents, head.ce_weight, head.bce_weight, head.dice_weight) == (7, 1.0, 2.0, 2.0)
     assert (head.gaussian_ksize, head.gaussian_sigma, head.tmcc_inputs, head.seg_convention) == (
@@ -276,7 +277,7 @@ def test_anchorseg_plugin_loads_through_its_entry_point_and_builds_from_the_regi
     (dict(tmcc_inputs="sigmoid"), r"model\.head\.tmcc_inputs must be one of \['logits', 'probabilities'\]"),
     (dict(latent_token="[LAT]"), r"model\.head\.latent_token must be a format string"),
     (dict(gaussian_sigma=0), r"model\.head\.gaussian_sigma must be > 0"),
-    (dict(image_aspect="stretch"), r"model\.head\.image_aspect must be None or one of \['pad', 'crop', 'pad_corner'\]"),
+    (dict(image_aspect="stretch"), r"model\.head\.image_aspect must be None or one of \['crop', 'pad', 'pad_corner'\]"),
 ])
 def test_bad_head_values_name_the_key(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -284,10 +285,10 @@ def test_bad_head_values_name_the_key(kwargs, message):
 
 
 def _gathered(model, sample):
-    """The teacher-forced ("val") context of ``sample`` after the LLM pass, and the head's gather of it."""
+    """The teacher-forced ("val") batch of ``sample`` after the LLM pass, and its [SEG] slots."""
     ctx = model.prepare([sample], "val")
     model.run_lmm(ctx)
-    return ctx, model.head._gather(ctx)
+    return ctx, ctx.slots.where(kind="mask")
 
 
 def test_every_seg_of_an_answer_gets_k_consecutive_latents(model):
@@ -308,14 +309,16 @@ def test_every_seg_of_an_answer_gets_k_consecutive_latents(model):
 def test_the_head_reads_the_bank_at_the_official_offsets(model):
     head = model.head
     with torch.no_grad():
-        ctx, (anchor, _, _, read) = _gathered(model, toy_sample(n_queries=2))
-    states, latents, sim = ctx.lmm_out["anchorseg_bank"]
+        ctx, slots = _gathered(model, toy_sample(n_queries=2))
+        sim = head(ctx)["sim"]
+    anchor, latents = slots.states, ctx.hidden_at(slots, range(-K, 0))
     ids, hidden = ctx.tokens["input_ids"], ctx.lmm_out["hidden"]
-    for n, row in enumerate(read[:, 0].tolist()):
+    for n, row in enumerate(slots.conv.tolist()):
         col = int((ids[row] == head.seg_id).nonzero()[0])
         torch.testing.assert_close(anchor[n], hidden[row, col - 1])  # [LATENT{K-1}]
         torch.testing.assert_close(latents[n], hidden[row, col - 1 - K: col - 1])
-        assert int(read[n, 1]) == col - K - 1 and int(ids[row, read[n, 1] + 1]) == head.latent_ids[0]
+        decision = col + head.decision_offset
+        assert decision == col - K - 1 and int(ids[row, decision + 1]) == head.latent_ids[0]
         img = hidden[row][ctx.lmm_out["image_positions"][row]]
         torch.testing.assert_close(sim[n], img @ anchor[n])  # raw dot product with every image token
 
@@ -335,12 +338,11 @@ def test_sam_gets_latents_then_anchor_plus_slots_and_the_prior_as_dense_prompt(m
     seen, h = _capture_decoder(model)
     try:
         with torch.no_grad():
-            ctx, (anchor, image_of, _, _) = _gathered(model, s)
-            head.decode_masks(ctx, model.mask_source, anchor, image_of)
-            _, latents, sim = ctx.lmm_out["anchorseg_bank"]
-            z_lat = head.latent_projection(latents)
-            z_anc = head.projection(anchor)
-            _, full = head.prior(sim, s.size)
+            ctx, slots = _gathered(model, s)
+            sim = head(ctx)["sim"]
+            z_lat = head.latent_projection(ctx.hidden_at(slots, range(-K, 0)))
+            z_anc = head.projection(slots.states)
+            _, full = head.prior(sim, s.size, ctx.frames[0])
             dense = sam.prompt_encoder.mask_downscaling(AF.to_sam_mask_frame(full, model.mask_source.mask_input_size))
     finally:
         h.remove()
@@ -433,11 +435,13 @@ def test_losses_are_the_mask_and_tmcc_terms_weighted_2_and_2(model):
     # the TMCC terms of a teacher-forced pass, recomputed from the prior that pass stored
     ctx = model([s], mode="tensor")
     with torch.no_grad():
-        tf = head.loss(ctx, model.lmm, model.mask_source)
-    s_hat, full = ctx.lmm_out["anchorseg_priors"][0]
+        out = head(ctx)
+        tf = head.loss_by_feat(out, head.get_targets(ctx), ctx)
+    s_hat, full = out["priors"][0]
     t = torch.from_numpy(np.stack([q.target for q in s.queries])).float()
     b, d = AF.t2m_loss(full, t)
-    b2, d2 = AF.m2t_loss(s_hat, t, head.grid, head.input_size, head.aspect)
+    frame = model.lmm.image_token_frame
+    b2, d2 = AF.m2t_loss(s_hat, t, frame.grid, frame.input_size, frame.aspect)
     assert float(tf["loss_t2m_bce"]) == pytest.approx(2.0 * float(b.mean()), rel=1e-5)
     assert float(tf["loss_t2m_dice"]) == pytest.approx(2.0 * float(d.mean()), rel=1e-5)
     assert float(tf["loss_m2t_bce"]) == pytest.approx(2.0 * float(b2.mean()), rel=1e-5)
@@ -480,7 +484,7 @@ def test_generating_latents_then_seg_yields_a_mask_from_the_same_bank(model, mon
             conv = head.build_conversations(s, "val")[0]
             prompt_ids, _ = lmm.encode(conv.prompt, None)
             answer_ids = lmm.encode(conv.prompt, conv.answer)[0][len(prompt_ids):]  # "[LATENT0..2][SEG]." + EOS
-            monkeypatch.setattr(lmm, "generate", lambda ids, feats, max_new_tokens=32: (answer_ids, None))
+            monkeypatch.setattr(lmm, "generate", lambda prompts, *a, **k: [list(answer_ids) for _ in prompts])
             gen = model.predict([s], generate=True)[0]["predictions"][0]
     finally:
         h.remove()
@@ -493,7 +497,7 @@ def test_generating_latents_then_seg_yields_a_mask_from_the_same_bank(model, mon
 
 def test_generation_without_seg_means_no_target(model, monkeypatch):
     eos = model.lmm.tokenizer.eos_token_id
-    monkeypatch.setattr(model.lmm, "generate", lambda ids, feats, max_new_tokens=32: ([eos], None))
+    monkeypatch.setattr(model.lmm, "generate", lambda prompts, *a, **k: [[eos] for _ in prompts])
     with torch.no_grad():
         p = model.predict([toy_sample(n_queries=1)], generate=True)[0]["predictions"][0]
     assert not p.exists and p.masks.shape == (0, 48, 64) and p.extras["heatmaps"]["prior"].shape == (0, 48, 64)
@@ -509,14 +513,15 @@ def test_rej_is_decided_where_the_model_chooses_between_the_latents_and_rej(tmp_
     answers = [c.answer for c in m.head.build_conversations(s, "train")]
     assert "[LATENT0][LATENT1][SEG]" in answers[0] and "[REJ]" in answers[1] and "LATENT" not in answers[1]
     with torch.no_grad():
-        ctx, (_, _, _, read) = _gathered(m, s)
+        ctx, slots = _gathered(m, s)
         ids = ctx.tokens["input_ids"]
-        assert ids[read[:, 0], read[:, 1] + 1].tolist() == [m.head.latent_ids[0]] * 2
+        rows, decision = slots.conv, slots.position + m.head.decision_offset
+        assert ids[rows, decision + 1].tolist() == [m.head.latent_ids[0]] * 2
         # an argmax of [REJ] at that position rejects the query
         logits = ctx.lmm_out["logits"].clone()
-        logits[read[0, 0], read[0, 1], m.head.rej_id] = 1e4
+        logits[rows[0], decision[0], m.head.rej_id] = 1e4
         ctx.lmm_out["logits"] = logits
-        preds = m.head.predict(ctx, m.lmm, m.mask_source, generate=False)[0]
+        preds = assemble(ctx, m.head.predict_by_feat(m.head(ctx), ctx))[0]
     assert [p.exists for p in preds] == [False, True]
 
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from reseg.registry import MODELS
-from reseg_lisa.head import LISAHead, seg_token_states
+from reseg.models.segmentor import assemble
+from reseg_lisa.head import LISAHead
 from tiny import tiny_model_cfg, toy_sample
 
 
@@ -13,23 +14,6 @@ from tiny import tiny_model_cfg, toy_sample
 def model(tmp_path_factory):
     torch.manual_seed(0)
     return MODELS.build(tiny_model_cfg(str(tmp_path_factory.mktemp("tok") / "tokenizer")))
-
-
-def test_seg_state_is_the_position_before_the_token():
-    # spec seg_token_family.md §1.2 step 2: the state read for [SEG] is the one *before* it.
-    seg = 7
-    input_ids = torch.tensor([[1, 5, 5, seg, 2, 0], [1, seg, 3, 4, seg, 2]])
-    hidden = torch.arange(12, dtype=torch.float32).reshape(2, 6, 1)
-    states, rows, cols = seg_token_states(hidden, input_ids, seg)
-    assert rows.tolist() == [0, 1, 1] and cols.tolist() == [3, 1, 4]
-    assert states[:, 0].tolist() == [2.0, 6.0, 9.0]  # hidden[0,2], hidden[1,0], hidden[1,3]
-    at, _, _ = seg_token_states(hidden, input_ids, seg, convention="at")
-    assert at[:, 0].tolist() == [3.0, 7.0, 10.0]
-
-
-def test_seg_state_rejects_token_at_position_zero():
-    with pytest.raises(ValueError, match="position 0"):
-        seg_token_states(torch.zeros(1, 3, 2), torch.tensor([[7, 1, 2]]), 7)
 
 
 def test_seg_token_is_one_id_and_image_tokens_are_expanded(model):
@@ -148,7 +132,7 @@ def test_no_text_loss_skips_the_lm_head_with_the_same_mask_losses_and_gradients(
         m.zero_grad(set_to_none=True)
         m.run_lmm(ctx)
         assert ("logits" in ctx.lmm_out) == (name == "logits")
-        losses = m.head.loss(ctx, m.lmm, m.mask_source)
+        losses = m.head.loss_by_feat(m.head(ctx), m.head.get_targets(ctx), ctx)
         sum(v for k, v in losses.items() if k.startswith("loss")).backward()
         grads = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
         runs[name] = (losses, grads)
@@ -169,7 +153,7 @@ def test_no_text_loss_skips_the_lm_head_with_the_same_mask_losses_and_gradients(
 def test_seg_count_mismatch_is_a_clear_error(model):
     s = toy_sample(n_queries=1)
     s.queries[0].answer = "Sure, [SEG] and [SEG]."  # two mask tokens for one target
-    with pytest.raises(ValueError, match=r"\[SEG\] tokens but its queries expect"):
+    with pytest.raises(ValueError, match=r"its answer holds 2 \[SEG\] tokens but its queries expect 1 masks"):
         model([s], mode="loss")
 
 
@@ -199,7 +183,8 @@ def test_rej_answers_no_target_queries_in_training(rej_model):
     convs = rej_model.head.build_conversations(s, "train")
     assert "[REJ]" in convs[0].answer and "[SEG]" not in convs[0].answer
     assert "[SEG]" in convs[1].answer and "[REJ]" not in convs[1].answer
-    assert [k for _, _, k in convs[0].slots] == ["rej"] and [k for _, _, k in convs[1].slots] == ["seg"]
+    assert [s.kind for s in convs[0].slots] == ["reject"] and [s.kind for s in convs[1].slots] == ["mask"]
+    assert [s.token for s in convs[0].slots] == ["[REJ]"] and [s.token for s in convs[1].slots] == ["[SEG]"]
     # Teacher forcing asks for a [SEG] slot for every query (GSVA re-evaluation, spec §4.3).
     assert all("[SEG]" in c.answer for c in rej_model.head.build_conversations(s, "val"))
 
@@ -229,11 +214,12 @@ def test_teacher_forced_existence_is_the_argmax_at_the_slot(rej_model):
     with torch.no_grad():
         ctx = rej_model.prepare([s], "val")
         rej_model.run_lmm(ctx)
-        # force the LM head's choice at the first query's slot to [REJ], the second's to [SEG]
-        _, _, _, read = head._gather(ctx)
-        ctx.lmm_out["logits"][read[0, 0], read[0, 1], head.rej_id] = 1e4
-        ctx.lmm_out["logits"][read[1, 0], read[1, 1], head.seg_id] = 1e4
-        preds = head.predict(ctx, rej_model.lmm, rej_model.mask_source, generate=False)[0]
+        # force the LM head's choice where each query's [SEG] was chosen: [REJ] for the first, [SEG] for the second
+        slots = ctx.slots.where(kind="mask")
+        rows, cols = slots.conv, slots.position - 1
+        ctx.lmm_out["logits"][rows[0], cols[0], head.rej_id] = 1e4
+        ctx.lmm_out["logits"][rows[1], cols[1], head.seg_id] = 1e4
+        preds = assemble(ctx, head.predict_by_feat(head(ctx), ctx))[0]
     rej_model.train()
     assert [p.exists for p in preds] == [False, True]
     assert all(p.masks.shape == (1, 48, 64) for p in preds)  # the mask is still decoded (GSVA)

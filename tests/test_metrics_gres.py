@@ -386,7 +386,7 @@ def test_ores_scores_the_union_of_the_selection_per_prompt_kind():
 def test_ores_selection_needs_the_pool():
     sample, output = ores_batch()
     sample.candidate_masks = None
-    with pytest.raises(ValueError, match="no candidate_masks"):
+    with pytest.raises(ValueError, match="neither it nor the sample carries a candidate pool"):
         ORESMetric().process({"samples": [sample]}, [output])
 
 

@@ -59,7 +59,7 @@ def test_register_hooks_are_specs_of_the_plugin_manager() -> None:
 def test_plugin_api_exports_marker_version_and_registries() -> None:
     assert isinstance(reseg.plugin_api.hookimpl, pluggy.HookimplMarker)
     assert reseg.plugin_api.hookimpl.project_name == "reseg"
-    assert reseg.plugin_api.PLUGIN_API_VERSION == (1, 0)
+    assert reseg.plugin_api.PLUGIN_API_VERSION == (2, 0)  # 2: the head contract v2
     assert reseg.plugin_api.HEADS is HEADS
     for name in reseg.plugin_api.__all__:
         assert getattr(reseg.plugin_api, name) is not None, name
@@ -175,7 +175,7 @@ PROBE = textwrap.dedent(
         t.join()
 
     from reseg.plugin_api import HEADS, BaseHead, UnknownTypeError
-    head = HEADS.build(dict(type="ThirdPartyHead", num_queries=3))
+    head = HEADS.build(dict(type="ThirdPartyHead", exist_weight=0.25))
     try:
         HEADS.build(dict(type="ThirdPartyHeed"))
         error = None
@@ -193,7 +193,7 @@ PROBE = textwrap.dedent(
         thread_results=results,
         head_class=type(head).__module__ + "." + type(head).__name__,
         head_is_base_head=isinstance(head, BaseHead),
-        num_queries=head.num_queries,
+        exist_weight=head.exist_weight,
         error=error,
         plugins_text=cli("plugins"),
         plugins_strict=cli("plugins", "--strict"),
@@ -333,7 +333,7 @@ def test_thirdparty_head_builds_by_name(runs: Runs) -> None:
     probe = runs.json("probe")
     assert probe["head_class"] == "reseg_thirdparty_head.head.ThirdPartyHead"
     assert probe["head_is_base_head"] is True
-    assert probe["num_queries"] == 3
+    assert probe["exist_weight"] == 0.25
 
 
 def test_unknown_type_error_reports_closest_name_and_failed_plugin(runs: Runs) -> None:

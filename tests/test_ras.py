@@ -89,7 +89,10 @@ def test_second_copy_sees_the_query_and_first_copy_does_not(model, ores):
             cols = (ctx.tokens["input_ids"][0] == slot).nonzero(as_tuple=True)[0]
             n = x.candidate_masks.shape[0]
             hid.append(ctx.lmm_out["hidden"][0, cols[:n]])
-            logits.append(model.head.selection_logits(ctx)[0])
+            logits.append(model.head(ctx)["logits"][0])
+            # the classifier reads the second copy: the last n mask tokens, at the token ("at")
+            second = ctx.slots.where(kind="candidate")
+            assert second.position.tolist() == cols[-n:].tolist() and second.read.tolist() == cols[-n:].tolist()
     assert torch.allclose(hid[0], hid[1], atol=1e-5)
     assert (logits[0] - logits[1]).abs().max() > 1e-4
 
@@ -97,12 +100,13 @@ def test_second_copy_sees_the_query_and_first_copy_does_not(model, ores):
 def test_mask_embeddings_are_written_at_the_mask_slots(model, ores):
     s = _hybrid_query(ores["hybrid"])
     ctx = model.prepare([s], "val")
-    pos, vals = model.head.extra_embeddings(ctx, model.lmm, model.mask_source)
+    pos, vals = model._input_embeddings(ctx, ctx.tokens["input_ids"])
+    assert torch.equal(pos, ctx.tokens["input_ids"] == model.head.token_ids[RF.MASK_SLOT])
     n = s.candidate_masks.shape[0]
     cand = model.mask_source.candidate_embeddings(ctx.pool, 0)
     refs = model.mask_source.embed_masks(ctx.pool, 0, s.queries[0].reference_masks)
     assert torch.equal(vals, torch.cat([cand, refs, cand]))  # first copy, reference, second copy
-    emb = model.lmm.embed(ctx.tokens["input_ids"], ctx.image_feats, ctx.conv_sample, (pos, vals))
+    emb = model.lmm.embed(ctx.tokens["input_ids"], ctx.image_feats, ctx.conv_image, (pos, vals))
     assert torch.allclose(emb[0][pos[0]], vals)
     assert vals.shape == (2 * n + 1, model.lmm.hidden_size)
 
@@ -151,15 +155,16 @@ def test_loss_is_the_weighted_bce_of_the_second_copy_logits(model, ores):
     s = ores["ds"][0]
     ctx = model.prepare([s], "train")
     model.run_lmm(ctx)
-    logits = model.head.selection_logits(ctx)
+    out = model.head(ctx)
+    labels = model.head.get_targets(ctx)
     per_query = []
-    for c, lg in enumerate(logits):
-        y = torch.as_tensor(model.head.labels(ctx, c))
+    for c, lg in enumerate(out["logits"]):
+        y = torch.as_tensor(labels[c])
         w = 1.0 + 4.0 * y.float()  # pos_weight 5
         per_query.append((w * torch.nn.functional.binary_cross_entropy_with_logits(
             lg, y.float(), reduction="none")).mean())
     expected = torch.stack(per_query).mean()
-    got = model.head.loss(ctx, model.lmm, model.mask_source)["loss_select"]
+    got = model.head.loss_by_feat(out, labels, ctx)["loss_select"]
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
 
 

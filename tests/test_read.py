@@ -207,14 +207,14 @@ def model(tmp_path_factory):
 
 def test_read_plugin_loads_through_its_entry_point_and_builds_from_the_registry():
     from reseg import plugins
-    from reseg_lisa.head import LISAHead
+    from reseg.models.heads import SegTokenHead
     from reseg_read.head import READHead
 
     rec = {p.name: p for p in plugins.loaded_plugins()}["read"]
     assert rec.dist == "reseg" and rec.module == "reseg_read.plugin"
     assert rec.registered == {"heads": ["READHead"]}
     head = HEADS.build(dict(type="READHead", num_points=12, thresholds="statistical", stat_k=1.28))
-    assert type(head) is READHead and isinstance(head, LISAHead)
+    assert type(head) is READHead and isinstance(head, SegTokenHead)  # the core's [SEG] family, not LISA's plugin
     assert (head.num_points, head.thresholds, head.stat_k, head.down_sample) == (12, "statistical", 1.28, 2)
 
 
@@ -232,9 +232,10 @@ def test_bad_head_values_name_the_key_and_the_expected_values(kwargs, message):
 
 
 def test_grid_and_preprocessing_are_checked_against_the_backbone(model):
-    head = model.head
-    assert head.grid == (4, 4) and head.aspect == "crop" and head.input_size == 64
+    from reseg.models.image_tokens import ImageTokenFrame
     from reseg_read.head import READHead
+
+    assert model.lmm.image_token_frame == ImageTokenFrame(grid=(4, 4), input_size=64, aspect="crop")
 
     bad = READHead(down_sample=3)
     with pytest.raises(ValueError, match=r"down_sample must be a divisor of the 4x4 image-token grid, one of \[1, 2, 4\]"):
@@ -260,9 +261,8 @@ def test_sparse_prompt_is_points_then_padding_point_then_seg(model):
         with torch.no_grad():
             ctx = model.prepare([s], "val")
             model.run_lmm(ctx)
-            states, image_of, _, _ = model.head._gather(ctx)
-            model.head.decode_masks(ctx, model.mask_source, states, image_of)
-            seg = model.head.projection(states)
+            model.head(ctx)
+            seg = model.head.projection(ctx.slots.where(kind="mask").states)
     finally:
         h.remove()
     sparse = seen[0]
@@ -294,22 +294,10 @@ def test_mask_gradient_reaches_lora_through_the_dtoc_points_alone(model):
     assert through_points > 0 and without_dtoc == 0.0
 
 
-def test_generation_reads_the_same_image_token_states_as_teacher_forcing(model):
-    s = toy_sample(n_queries=2, seed=4)
-    with torch.no_grad():
-        ctx = model.prepare([s], "val")
-        model.run_lmm(ctx)
-        per_image = model.head.image_token_states(model.prepare([s], "generate", with_tokens=False), model.lmm)
-    hidden, pos = ctx.lmm_out["hidden"], ctx.lmm_out["image_positions"]
-    for row in range(hidden.shape[0]):  # causal attention: every row's image tokens see the same prefix
-        torch.testing.assert_close(per_image[0], hidden[row][pos[row]], atol=1e-5, rtol=1e-5)
-
-
 def test_a_generated_seg_is_decoded_with_points(model, monkeypatch):
     lmm = model.lmm
     seg, eos = model.head.seg_id, lmm.tokenizer.eos_token_id
-    states = torch.randn(2, lmm.hidden_size, generator=torch.Generator().manual_seed(2))
-    monkeypatch.setattr(lmm, "generate", lambda ids, feats, max_new_tokens=32: ([seg, eos], states))
+    monkeypatch.setattr(lmm, "generate", lambda prompts, *a, **k: [[seg, eos] for _ in prompts])
     seen, h = _capture_sparse(model)
     try:
         with torch.no_grad():
@@ -328,10 +316,11 @@ def test_predictions_carry_the_similarity_heat_map_of_their_seg_tokens(model, mo
         out = model.predict([s], generate=False)[0]["predictions"]
         ctx = model.prepare([s], "val")
         model.run_lmm(ctx)
-        states, image_of, _, read = model.head._gather(ctx)
-        sim = RF.similarity_map(ctx.lmm_out["hidden"], ctx.lmm_out["image_positions"], read[:, 0], states)
+        slots = ctx.slots.where(kind="mask")
+        sim = RF.similarity_map(ctx.lmm_out["hidden"], ctx.lmm_out["image_positions"], slots.conv, slots.states)
     head = model.head
-    expected = RF.full_resolution_map(sim, head.grid, s.size, head.aspect, head.input_size)
+    frame = model.lmm.image_token_frame
+    expected = RF.full_resolution_map(sim, frame.grid, s.size, frame.aspect, frame.input_size)
     for k, p in enumerate(out):  # one [SEG] per query, in query order
         smap = p.extras["heatmaps"]["similarity"]
         assert smap.shape == (1, 48, 64)
@@ -339,12 +328,11 @@ def test_predictions_carry_the_similarity_heat_map_of_their_seg_tokens(model, mo
         assert float(smap.min()) >= 0.0 and float(smap.max()) <= 1.0
     # free generation: one map per generated [SEG]; no [SEG], an empty stack (nothing drawn)
     lmm = model.lmm
-    gen_states = torch.randn(2, lmm.hidden_size, generator=torch.Generator().manual_seed(3))
-    monkeypatch.setattr(lmm, "generate", lambda ids, feats, max_new_tokens=32: ([head.seg_id, 2], gen_states))
+    monkeypatch.setattr(lmm, "generate", lambda prompts, *a, **k: [[head.seg_id, 2] for _ in prompts])
     with torch.no_grad():
         p = model.predict([toy_sample(n_queries=1)], generate=True)[0]["predictions"][0]
     assert p.extras["heatmaps"]["similarity"].shape == (1, 48, 64)
-    monkeypatch.setattr(lmm, "generate", lambda ids, feats, max_new_tokens=32: ([2], gen_states[:1]))
+    monkeypatch.setattr(lmm, "generate", lambda prompts, *a, **k: [[2] for _ in prompts])
     with torch.no_grad():
         p = model.predict([toy_sample(n_queries=1)], generate=True)[0]["predictions"][0]
     assert not p.exists and p.extras["heatmaps"]["similarity"].shape == (0, 48, 64)

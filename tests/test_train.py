@@ -116,7 +116,9 @@ def test_killed_run_resumes_exactly_as_if_it_had_not_been_killed(synth_root, tmp
         {k: v for k, v in val_straight.items() if k.startswith("seg/")}
 
 
-def test_thirdparty_head_plugin_trains_with_the_same_tools(synth_root, tmp_path):
+def test_thirdparty_head_plugin_trains_and_evaluates_with_the_same_tools(synth_root, tmp_path):
+    """The complete head of docs/write_a_head_plugin.md, installed as its own distribution: tools/train.py
+    trains it and tools/test.py scores it, with no other plugin loaded."""
     from test_plugins import _install_fixtures
 
     site = _install_fixtures(tmp_path / "plugins")
@@ -124,14 +126,42 @@ def test_thirdparty_head_plugin_trains_with_the_same_tools(synth_root, tmp_path)
     cfg = tiny_train_cfg(synth_root, str(tmp_path / "tok"), str(work), max_iters=3, batch_size=2,
                          head="ThirdPartyHead", ckpt_interval=3)
     cfg.train_cfg.val_interval = 1000
+    root = str(synth_root) + "/refer_seg"
+    cfg.test_dataloader = dict(cfg.val_dataloader, dataset=dict(
+        type="GRefCOCODataset", data_root=root, dataset="grefcoco_synth", split="val", test_mode=True))
+    cfg.test_evaluator = dict(type="GRESMetric", prefix="gres", pred_exists="flag")
+    cfg.test_cfg = dict(type="TestLoop")
     path = _write_cfg(cfg, tmp_path / "cfg.py")
-    env = _env(PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
-               RESEG_DISABLED_PLUGINS="broken,halfway")
+    env = _env(PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]), RESEG_PLUGINS="myhead")
     done = subprocess.run(_train_cmd(path), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert (work / "iter_3.pth").exists()
     sd = torch.load(work / "iter_3.pth", map_location="cpu", weights_only=True)["state_dict"]
-    assert any(k.startswith("head.projection") for k in sd)
+    assert any(k.startswith("head.prompt.") for k in sd) and any(k.startswith("head.exists.") for k in sd)
+    out = tmp_path / "metrics.json"
+    test = subprocess.run([PY, str(ROOT / "tools" / "test.py"), path, str(work / "iter_3.pth"), "--work-dir",
+                           str(tmp_path / "test"), "--out-metrics", str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert test.returncode == 0, test.stdout[-3000:] + test.stderr[-3000:]
+    gres = json.loads(out.read_text())["benchmarks"]["gres"]
+    assert 0.0 <= gres["gIoU"] <= 1.0 and gres["TP"] + gres["FN"] > 0  # no-target queries were scored
+
+
+def test_a_builtin_plugin_trains_alone(synth_root, tmp_path):
+    """READ stands alone: with only its entry point loaded (no LISA), tools/train.py trains it."""
+    work = tmp_path / "work"
+    cfg = tiny_train_cfg(synth_root, str(tmp_path / "tok"), str(work), max_iters=2, batch_size=2,
+                         head="READHead", ckpt_interval=2)
+    cfg.model.head.update(num_points=4, down_sample=1)
+    cfg.train_cfg.val_interval = 1000
+    path = _write_cfg(cfg, tmp_path / "cfg.py")
+    done = subprocess.run(_train_cmd(path), cwd=ROOT, env=_env(RESEG_PLUGINS="read"), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (work / "iter_2.pth").exists()
+    probe = subprocess.run([PY, "-c", "from reseg import plugins; plugins.load_plugins(); "
+                            "print(sorted(p.name for p in plugins.loaded_plugins()))"],
+                           cwd=ROOT, env=_env(RESEG_PLUGINS="read"), capture_output=True, text=True, timeout=120)
+    assert probe.stdout.strip() == "['read']", probe.stderr
 
 
 def _pretrain_tiny_tool():
@@ -313,17 +343,17 @@ def test_a_nan_loss_stops_before_the_step_naming_iteration_and_samples(synth_roo
     cfg.train_cfg.val_interval = 1000
     runner = build_runner(cfg)
     head = runner.model.head
-    real_loss = head.loss
+    real_loss = head.loss_by_feat
     calls = []
 
-    def poisoned(ctx, lmm, mask_source):
-        out = real_loss(ctx, lmm, mask_source)
-        calls.append([s.sample_id for s in ctx.samples])
+    def poisoned(outputs, targets, batch):
+        out = real_loss(outputs, targets, batch)
+        calls.append([s.sample_id for s in batch.samples])
         if len(calls) == 3:
             out["loss_mask_dice"] = out["loss_mask_dice"] * float("nan")
         return out
 
-    head.loss = poisoned
+    head.loss_by_feat = poisoned
     with pytest.raises(FloatingPointError) as err:
         runner.train()
     msg = str(err.value)

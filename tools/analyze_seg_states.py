@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     import reseg.datasets  # noqa: F401
     from reseg.engine.checkpoint import load_checkpoint_file
     from reseg.registry import DATASETS, MODELS
-    from reseg_lisa.head import seg_token_states
+    from reseg.models.heads import seg_token_states
 
     model = MODELS.build(cfg.model)
     if args.checkpoint != "none":

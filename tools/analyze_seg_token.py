@@ -141,15 +141,17 @@ def analyze(args) -> int:
     import reseg.datasets  # noqa: F401
     from reseg.evaluation.functional import query_stats, summarize_giou_ciou
     from reseg.registry import DATASETS, MASK_SOURCES
+    from reseg.models.heads import SegTokenHead
+    from reseg.models.segmentor import assemble
     from reseg_read import functional as RF
-    from reseg_read.head import vision_input_size
 
     model = load_model(cfg, args.checkpoint, args.device)
     head = model.head
-    if not hasattr(head, "_gather") or not hasattr(head, "seg_id"):
-        sys.exit(f"{type(head).__name__} is not a [SEG]-family head (it has no [SEG] gather)")
+    if not isinstance(head, SegTokenHead):
+        sys.exit(f"{type(head).__name__} is not a [SEG]-family head (reseg.models.heads.SegTokenHead)")
     lmm = model.lmm
-    grid, aspect, input_size = tuple(lmm.image_grid), lmm.image_aspect, vision_input_size(lmm)
+    frame = lmm.image_token_frame
+    grid, aspect, input_size = tuple(frame.grid), frame.aspect, frame.input_size
     settings = p_prompt_settings(head, grid, args)
 
     sam, sam_kind = model.mask_source, "model"
@@ -176,12 +178,13 @@ def analyze(args) -> int:
         with torch.no_grad():
             ctx = model.prepare(batch, "val")
             model.run_lmm(ctx)
-            states, _, slots, read = head._gather(ctx)
-            sim = RF.similarity_map(ctx.lmm_out["hidden"], ctx.lmm_out["image_positions"], read[:, 0], states)
-            preds = head.predict(ctx, lmm, model.mask_source, generate=False)
+            slots = ctx.slots.where(kind="mask")
+            sim = ctx.similarity(slots)
+            preds = assemble(ctx, head.predict_by_feat(head(ctx), ctx))
             pixels, sam_sizes = sam.preprocess([s.image for s in batch])
             sam_emb = sam.embed(pixels)
-        for j, (si, qi, inst) in enumerate(slots):
+        for j, slot in enumerate(slots.slots):
+            si, qi, inst = int(slots.image[j]), slot.query, slot.instance
             s = batch[si]
             q = s.queries[qi]
             gt = q.target if inst is None else q.masks[inst]

@@ -6,12 +6,14 @@
     python tools/benchmark.py mfu      CONFIG [--iters 4] [--cfg-options ...]
     python tools/benchmark.py ras      RAS_CONFIG --checkpoint C --ar-config AR_CONFIG --ar-checkpoint C2
                                        [--pool-sizes 16 32 64] [--queries 60]
+    python tools/benchmark.py generate CONFIG [--checkpoint C] [--batch-sizes 1 8] [--queries 32]
+                                       [--max-new-tokens 32]
 
 * ``overhead``: the platform's training iteration (mmengine ``Runner``: hooks, ``train_step``,
   ``parse_losses``, ``OptimWrapper`` with clipping, parameter schedulers) against a bare PyTorch loop
   over the same model, optimizer, clipping and dataloader (forward, sum of the ``loss*`` terms,
   backward, clip, step, zero_grad; nothing else). Timed as bare, platform, bare in one process; the
-  ratio is platform / mean(bare). Target <= 1.05 (issue 8).
+  ratio is platform / mean(bare). Target <= 1.05.
 * ``memory``: each variant (a set of config overrides, e.g. gradient checkpointing or LoRA) runs in
   a fresh process, so its peak resident memory (``ru_maxrss``; a CPU process cannot reset it) is its
   own; it reports peak RSS, the RSS growth during training steps, trainable parameters and the
@@ -20,7 +22,7 @@
   machine's measured fp32 matmul FLOP/s, their ratio (model FLOP utilisation) and where a step's
   time goes (data, shared image encoders + tokenising, LLM, head/decoder + losses, backward, step).
 
-* ``ras``: RAS's single-pass selection against the autoregressive baseline (issue 6; anchorseg_ras.md
+* ``ras``: RAS's single-pass selection against the autoregressive baseline (anchorseg_ras.md
   §2.2: 0.56 s vs 2.13 s, a 3.8x ratio, in the paper). Both models answer the same validation queries
   with the same pool of exactly N candidates per image (the dataset's pool, padded with shifted copies
   of its own masks and cut to N, seeded); per query, the wall time of ``model.predict`` on one image
@@ -28,6 +30,12 @@
   the union of the selected candidates. The ratio is AR / RAS median latency per N. Each model's
   mean time per stage (vision tower, mask tokens, LMM forward or generation, other) shows where a
   prediction's time goes.
+
+* ``generate``: free generation, the same validation queries (one query per sample, in the same
+  order) answered at each batch size (``model.predict(..., generate=True)`` on ``b`` samples at a
+  time): queries per second, the ratio to the first batch size, the mean generated tokens and the
+  share of answers holding a mask. The answers at every batch size must equal those of the first
+  (the run fails otherwise), so the speed-up is not bought with other answers.
 
 Absolute times depend on the machine and whatever else runs on it; compare ratios from one run.
 """
@@ -47,7 +55,7 @@ from typing import Any, Optional
 import torch
 from mmengine.config import Config, DictAction
 
-#: The switches ``memory`` measures when no ``--variant`` is given (issue 8's memory presets that a
+#: The switches ``memory`` measures when no ``--variant`` is given (the memory presets that a
 #: CPU can show; bf16 and ZeRO need CUDA).
 DEFAULT_VARIANTS = {
     "as configured": [],
@@ -255,7 +263,7 @@ def cmd_mfu(args) -> dict:
         t.append(time.perf_counter())
         seg.run_lmm(ctx)
         t.append(time.perf_counter())
-        losses = seg.head.loss(ctx, seg.lmm, seg.mask_source)
+        losses = seg.head.loss_by_feat(seg.head(ctx), seg.head.get_targets(ctx), ctx)
         t.append(time.perf_counter())
         sum(v for k, v in losses.items() if "loss" in k).backward()
         t.append(time.perf_counter())
@@ -417,9 +425,57 @@ def cmd_ras(args) -> dict:
                 threads=torch.get_num_threads(), results=rows)
 
 
+def cmd_generate(args) -> dict:
+    import dataclasses
+
+    from reseg.api import load_model
+    from reseg.registry import DATASETS
+
+    seg = load_model(args.config, args.checkpoint, device=args.device, cfg_options=args.raw_cfg_options)
+    model = seg.model.eval()
+    model.max_new_tokens = args.max_new_tokens
+    cfg = Config.fromfile(args.config)
+    dataset = DATASETS.build(copy.deepcopy(cfg.val_dataloader.dataset))
+    queries = [dataclasses.replace(s, queries=[q]) for i in range(len(dataset)) for s in [dataset[i]]
+               for q in s.queries][: args.queries]
+    if len(queries) < max(args.batch_sizes):
+        raise SystemExit(f"generate: the validation split has {len(queries)} queries, fewer than the largest "
+                         f"batch size {max(args.batch_sizes)}")
+    mask_tokens = getattr(model.head, "mask_tokens", ())
+    rows, reference = {}, None
+    for b in args.batch_sizes:
+        chunks = [queries[k: k + b] for k in range(0, len(queries), b)]
+        answers = []
+        with torch.no_grad():
+            model.predict(chunks[0], generate=True)  # warm-up
+            t0 = time.perf_counter()
+            for chunk in chunks:
+                answers += [p for r in model.predict(chunk, generate=True) for p in r["predictions"]]
+            dt = time.perf_counter() - t0
+        texts = [p.text for p in answers]
+        if reference is None:
+            reference = texts
+        elif texts != reference:
+            bad = next(k for k, (x, y) in enumerate(zip(texts, reference)) if x != y)
+            raise SystemExit(f"generate: at batch size {b}, query {bad} is answered {texts[bad]!r}, not "
+                             f"{reference[bad]!r} as at batch size {args.batch_sizes[0]}")
+        tokens = [len(model.lmm.tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
+        rows[str(b)] = dict(seconds=round(dt, 4), queries_per_s=round(len(queries) / dt, 3),
+                            mean_answer_tokens=round(sum(tokens) / len(tokens), 2),
+                            answers_with_a_mask=round(sum(any(t in x for t in mask_tokens) for x in texts)
+                                                      / len(texts), 3))
+        print(f"batch {b}: {json.dumps(rows[str(b)])}", file=sys.stderr)
+    base = rows[str(args.batch_sizes[0])]["queries_per_s"]
+    for row in rows.values():
+        row["speedup"] = round(row["queries_per_s"] / base, 2)
+    return dict(benchmark="batched_free_generation", config=args.config, checkpoint=args.checkpoint,
+                queries=len(queries), max_new_tokens=args.max_new_tokens, threads=torch.get_num_threads(),
+                answers_identical=True, results=rows)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("command", choices=["overhead", "memory", "mfu", "ras", "_probe"])
+    p.add_argument("command", choices=["overhead", "memory", "mfu", "ras", "generate", "_probe"])
     p.add_argument("config")
     p.add_argument("--iters", type=int, default=None)
     p.add_argument("--warmup", type=int, default=3)
@@ -428,12 +484,15 @@ def parse_args(argv=None):
     p.add_argument("--work-dir", default="work_dirs/benchmark")
     p.add_argument("--out", help="append the result as one JSON line to this file")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None)
-    p.add_argument("--checkpoint", help="ras: the RAS checkpoint")
+    p.add_argument("--checkpoint", help="ras: the RAS checkpoint; generate: the model's (None: the config's weights)")
     p.add_argument("--ar-config", help="ras: the autoregressive baseline's config")
     p.add_argument("--ar-checkpoint", help="ras: the autoregressive baseline's checkpoint")
     p.add_argument("--pool-sizes", type=int, nargs="+", default=[16, 32, 64], help="ras: candidates per image")
-    p.add_argument("--queries", type=int, default=60, help="ras: validation queries timed per pool size")
-    p.add_argument("--device", default=None, help="ras: cpu / cuda (default: CUDA if available)")
+    p.add_argument("--queries", type=int, default=60,
+                   help="ras: validation queries timed per pool size; generate: queries answered per batch size")
+    p.add_argument("--device", default=None, help="ras, generate: cpu / cuda (default: CUDA if available)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="generate: samples per call")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="generate: the generation budget")
     args = p.parse_args(argv)
     args.raw_cfg_options = None
     if args.cfg_options:
@@ -446,7 +505,8 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    run = dict(overhead=cmd_overhead, memory=cmd_memory, mfu=cmd_mfu, ras=cmd_ras, _probe=_probe)[args.command]
+    run = dict(overhead=cmd_overhead, memory=cmd_memory, mfu=cmd_mfu, ras=cmd_ras, generate=cmd_generate,
+               _probe=_probe)[args.command]
     result = run(args)
     if args.command != "_probe":
         result["command"] = "python tools/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)

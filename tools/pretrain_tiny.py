@@ -451,7 +451,7 @@ def referring_answer_conversations(sample, attrs: dict, system_prompt: str, imag
     object's ``"<colour> <kind>"`` (``attrs``: annotation id -> (colour, kind)) or, for a
     ``copy_share`` of them, by the :func:`expression` itself. Queries whose target is not exactly
     one annotated object are skipped."""
-    from reseg_lisa import templates as T
+    from reseg.models.heads import templates as T
 
     out = []
     for q in sample.queries:
@@ -471,7 +471,7 @@ def train_llava(args) -> None:
 
     from reseg.datasets.io import read_json
     from reseg.registry import DATASETS, LMMS
-    from reseg_lisa import templates as T
+    from reseg.models.heads import templates as T
 
     DefaultScope.get_instance("pretrain_tiny_llava", scope_name="reseg")
     out_file = os.path.join(args.out, "llava_tiny.pth")

@@ -48,7 +48,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     from reseg.registry import LMMS
-    from reseg_lisa import templates as T
+    from reseg.models.heads import templates as T
 
     full, rng = probe_setup(args.config, args.seed, "probe_tiny_llm")
     cfg = full.model.lmm.to_dict()

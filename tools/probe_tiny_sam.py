@@ -6,7 +6,7 @@ probe asks the other half: if the ``[SEG]`` prompt were a perfect, query-depende
 config's tiny SAM (as the config loads it: pre-trained checkpoint or random) learn to segment the
 referred object within a CPU budget? The LLM is replaced by a bag of words: the mean of learned
 embeddings of the expression's token ids (``nn.EmbeddingBag``), then LISA's ``[SEG]`` projection
-(:class:`reseg_lisa.head.SegProjection`) into SAM's prompt space. Training uses LISA's mask losses
+(:class:`reseg.models.heads.SegProjection`) into SAM's prompt space. Training uses LISA's mask losses
 with the config's head weights on the REFER-format *train* split of the synthetic benchmark; the
 probe reports gIoU on the *val* split (LISA's rule, ``logits > 0``), overall and per kind of
 expression (attribute only, size, absolute position, relation to another object; a bag of words
@@ -132,7 +132,7 @@ class TinyLLMText(nn.Module):
         lmm_cfg: the config's ``model.lmm``.
         wrap: ``'none'``: the expression alone. ``'lisa'``: inside LISA's teacher-forced validation
             conversation without the image, ``USER: What is {text} in this image? Please output
-            segmentation mask. ASSISTANT: [SEG].`` (``reseg_lisa.templates``: ``VAL_SHORT``,
+            segmentation mask. ASSISTANT: [SEG].`` (``reseg.models.heads.templates``: ``VAL_SHORT``,
             ``VAL_ANSWER``, no system prompt, as the tiny config).
         read: ``'at'``: the state at ``[SEG]``; ``'shift'``: the state of the token before it (LISA's
             convention, spec seg_token_family.md §1.3).
@@ -152,7 +152,7 @@ class TinyLLMText(nn.Module):
         """The text the LLM reads for ``expression`` (without ``<s>``)."""
         if self.wrap == "none":
             return f"{expression}[SEG]"
-        from reseg_lisa import templates as T
+        from reseg.models.heads import templates as T
 
         user = T.llava_v1_prompt(T.VAL_SHORT.format(text=expression), image_token="", system="")
         return f"{user} {T.VAL_ANSWER.format(seg='[SEG]')}"
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
     from reseg.models.lmm.tiny_tokenizer import build_tiny_tokenizer
     from reseg.models.losses import mask_losses
     from reseg.registry import MASK_SOURCES
-    from reseg_lisa.head import SegProjection
+    from reseg.models.heads import SegProjection
 
     full, rng = probe_setup(args.config, args.seed, "probe_tiny_sam", args.cfg_options)
     lmm_cfg = full.model.lmm

@@ -37,8 +37,8 @@ import pluggy
 
 #: Version of the plugin API (hooks + :mod:`reseg.plugin_api`): (major, minor). The minor grows
 #: when hooks or arguments are added; the major grows only for a removal or rename, so a plugin
-#: written for (1, 0) runs on every (1, x).
-PLUGIN_API_VERSION: tuple[int, int] = (1, 0)
+#: written for (2, 0) runs on every (2, x). 2.0: the head contract v2 (docs/changelog.md).
+PLUGIN_API_VERSION: tuple[int, int] = (2, 0)
 
 #: Project name shared by the hook markers and the plugin manager.
 PROJECT_NAME = "reseg"

@@ -21,7 +21,7 @@ Declare the plugin in your distribution's metadata and install it next to reseg:
 
 The hooks and what they register are documented in :mod:`reseg.hookspecs`; ``reseg plugins``
 shows whether your plugin loaded and what it registered, ``reseg list heads`` what configs can name.
-To require a compatible reseg, declare ``reseg>=1.0,<2`` (major = ``PLUGIN_API_VERSION[0]``).
+A plugin can check ``PLUGIN_API_VERSION[0]`` (2: the head contract v2, docs/write_a_head_plugin.md) at import.
 """
 from __future__ import annotations
 
@@ -54,10 +54,20 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 # cheap and never imports torch; import them inside your hook or your own head module.
 # Add an entry per public name: exported name -> "module:attribute".
 _LAZY_EXPORTS: dict[str, str] = {
-    # the head contract (DESIGN.md "Head")
-    "BaseHead": "reseg.models.head:BaseHead",
-    "BatchContext": "reseg.models.head:BatchContext",
-    "Conversation": "reseg.models.head:Conversation",
+    # the head contract (docs/write_a_head_plugin.md)
+    "BaseHead": "reseg.models.heads:BaseHead",
+    "Conversation": "reseg.models.heads:Conversation",
+    "MaskSlot": "reseg.models.heads:MaskSlot",
+    "HeadBatch": "reseg.models.heads:HeadBatch",
+    "SlotBatch": "reseg.models.heads:SlotBatch",
+    "SlotTargets": "reseg.models.heads:SlotTargets",
+    "HeadPredictions": "reseg.models.heads:HeadPredictions",
+    # building blocks of the [SEG] family and of per-token maps
+    "SegTokenHead": "reseg.models.heads:SegTokenHead",
+    "SegProjection": "reseg.models.heads:SegProjection",
+    "seg_token_states": "reseg.models.heads:seg_token_states",
+    "ImageTokenFrame": "reseg.models.image_tokens:ImageTokenFrame",
+    "mask_losses": "reseg.models.losses:mask_losses",
     # the records passed between parts (DESIGN.md "Sample")
     "Sample": "reseg.structures:Sample",
     "Query": "reseg.structures:Query",
@@ -93,6 +103,9 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     """Import a lazily exported base class on first access (PEP 562)."""
     target = _LAZY_EXPORTS.get(name)
+    if name == "BatchContext":
+        raise AttributeError("reseg.plugin_api.BatchContext was the head contract v1; v2 heads receive a HeadBatch "
+                             "(forward / loss_by_feat / predict_by_feat): see docs/write_a_head_plugin.md")
     if target is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     module_name, _, attr = target.partition(":")

@@ -72,7 +72,9 @@ class Registry(_MMRegistry):
         typ = cfg.get("type") if hasattr(cfg, "get") else None
         cls = self.get(typ) if isinstance(typ, str) else typ
         name = getattr(cls, "__name__", None)
-        m = re.search(rf"\b{re.escape(str(name))}\.__init__\(\) got an unexpected keyword argument '(\w+)'", msg)
+        # the class named in the message is the one that defines __init__ (a base class, for a subclass
+        # that inherits it)
+        m = re.search(r"\b\w+\.__init__\(\) got an unexpected keyword argument '(\w+)'", msg)
         if m is None or "accepted arguments:" in msg:
             return err
         try:

@@ -96,6 +96,8 @@ class QueryPrediction:
         exists: the model's target/no-target decision (False when it rejected the query).
         text: generated answer text ("" under teacher forcing).
         selected: selected candidate-pool indices for selection heads, else None.
+        pool: ``[N, H, W] bool`` the candidate pool ``selected`` indexes: the pool the model actually used
+            (a proposer's, when the model was set to propose its own), else None.
         extras: head-specific outputs (similarity maps, priors) for visualisation.
     """
 
@@ -104,6 +106,7 @@ class QueryPrediction:
     exists: bool = True
     text: str = ""
     selected: Optional[list[int]] = None
+    pool: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def binary_mask(self, threshold: float = 0.0, inclusive: bool = False) -> np.ndarray:

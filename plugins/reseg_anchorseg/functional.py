@@ -13,8 +13,9 @@ Spec: ``specs/anchorseg_ras.md`` §1 (taken from the official code; where code a
     mask_to_token_grid     M -> CLIP frame -> token grid (the M2T target before G)               §1.7
     t2m_loss / m2t_loss    per-mask BCE and Dice of the two TMCC terms                           §1.7
 
-The similarity and the min-max are READ's functions (:mod:`reseg_read.functional`): the same raw
-dot product of last-layer states with each row's own image tokens. Three CLIP preprocessings are
+The similarity, the min-max, the full-resolution map and the token-grid resampling are the core's
+image-token geometry (:mod:`reseg.models.image_tokens`, shared with READ): the same raw dot product of
+last-layer states with each row's own image tokens. Three CLIP preprocessings are
 handled (``aspect``): ``'pad'`` (LLaVA-1.5's pad-to-square, image centred: what
 :class:`reseg.models.lmm.LlavaLMM` does), ``'crop'`` (resize the short side, centre crop) and
 ``'pad_corner'`` (longest side resized, zero-padded bottom/right: AnchorSeg's
@@ -28,7 +29,9 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from reseg_read.functional import crop_margins, full_resolution_map
+# the image-token geometry every head shares (and READ's similarity) lives in the core
+from reseg.models.image_tokens import (ASPECTS, full_resolution_map, mask_to_token_grid,  # noqa: F401
+                                       minmax_normalize, preprocess_shape, similarity_map)
 
 #: K, the number of latent tokens before each ``[SEG]`` (§1.2: ``--latent_token_num`` 7).
 ANCHORSEG_NUM_LATENTS = 7
@@ -49,8 +52,6 @@ T2M_DICE_SCALE = 1.0
 #: M2T uses LISA's Dice: inputs scaled by 1/1000, epsilon 1e-6 (§1.7; seg_token_family.md §1.3).
 M2T_DICE_SCALE = 1000.0
 M2T_DICE_EPS = 1e-6
-#: CLIP preprocessings the prior pipeline can undo (see the module docstring).
-ASPECTS = ("pad", "crop", "pad_corner")
 #: How TMCC reads its [0, 1] predictions: ``'logits'`` (the code: sigmoid applied to values in
 #: [0, 1], §1.7 and §1.11 item 2) or ``'probabilities'`` (the clean variant: the map is the probability).
 TMCC_INPUTS = ("logits", "probabilities")
@@ -65,14 +66,6 @@ Size = Union[int, Sequence[int]]
 def _check_choice(value: str, choices: Sequence[str], name: str) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-
-
-def preprocess_shape(h: int, w: int, long_side: int) -> tuple[int, int]:
-    """``(h', w')`` after resizing the longest side to ``long_side``: ``int(x * long / max(h, w) + 0.5)``
-    (SAM's ``ResizeLongestSide.get_preprocess_shape``, used for the CLIP and SAM frames in §1.5)."""
-    from segment_anything.utils.transforms import ResizeLongestSide
-
-    return tuple(int(v) for v in ResizeLongestSide.get_preprocess_shape(int(h), int(w), int(long_side)))
 
 
 # ------------------------------------------------------------------------------ query bank (§1.3)
@@ -112,16 +105,28 @@ def query_bank_positions(
     if latent_ids is not None:
         if len(latent_ids) != num_latents:
             raise ValueError(f"expected {num_latents} latent ids, got {list(latent_ids)}")
-        before = input_ids[rows[:, None], cols[:, None] - num_latents + torch.arange(num_latents, device=cols.device)]
-        want = torch.as_tensor(list(latent_ids), device=input_ids.device)
-        bad = (before != want[None]).any(1).nonzero(as_tuple=True)[0]
-        if bad.numel():
-            j = int(bad[0])
-            raise ValueError(
-                f"the {num_latents} tokens before the [SEG] at row {int(rows[j])}, position {int(cols[j])} are "
-                f"{before[j].tolist()}, expected the latent tokens {want.tolist()} (the query bank is read at "
-                "fixed offsets: nothing may separate the latents from each other or from [SEG])")
+        check_latent_tokens(input_ids, rows, cols, latent_ids)
     return rows, anchor, latents
+
+
+def check_latent_tokens(input_ids: torch.Tensor, rows: torch.Tensor, seg_cols: torch.Tensor,
+                        latent_ids: Sequence[int]) -> None:
+    """Raise unless the ``K`` tokens before every ``[SEG]`` (row ``rows``, position ``seg_cols``) are
+    exactly ``latent_ids``: the bank is gathered at fixed offsets (§1.2 last bullet)."""
+    k = len(latent_ids)
+    if len(rows) == 0:
+        return
+    if bool((seg_cols < k).any()):
+        raise ValueError(f"a [SEG] at a position < {k} has no room for its {k} latent tokens")
+    before = input_ids[rows[:, None], seg_cols[:, None] - k + torch.arange(k, device=seg_cols.device)]
+    want = torch.as_tensor(list(latent_ids), device=input_ids.device)
+    bad = (before != want[None]).any(1).nonzero(as_tuple=True)[0]
+    if bad.numel():
+        j = int(bad[0])
+        raise ValueError(
+            f"the {k} tokens before the [SEG] at row {int(rows[j])}, position {int(seg_cols[j])} are "
+            f"{before[j].tolist()}, expected the latent tokens {want.tolist()} (the query bank is read at "
+            "fixed offsets: nothing may separate the latents from each other or from [SEG])")
 
 
 # ------------------------------------------------------------------------------ the prior (§1.5)
@@ -133,7 +138,7 @@ def prior_full_resolution(
     ``'pad_corner'`` is the code's order: reshape to the token grid, bilinear to the ``S x S`` CLIP
     input (``align_corners=False``), crop the valid region ``[0:h', 0:w']`` with
     ``(h', w') = preprocess_shape(H, W, S)`` (:func:`preprocess_shape`), bilinear to ``(H, W)``.
-    ``'pad'`` (image centred) and ``'crop'`` use READ's :func:`~reseg_read.functional.full_resolution_map`,
+    ``'pad'`` (image centred) and ``'crop'`` use :func:`~reseg.models.image_tokens.full_resolution_map`,
     which inverts exactly what the backbone did (the centred image has no integer crop box at ``S``).
 
     Args:
@@ -144,14 +149,8 @@ def prior_full_resolution(
         ``[n, H, W]`` float32 in ``[0, 1]``, differentiable in ``s_hat``.
     """
     _check_choice(aspect, ASPECTS, "aspect")
-    if aspect != "pad_corner":
-        return full_resolution_map(s_hat, grid, size, aspect, input_size)
-    gh, gw = grid
-    h, w = int(size[0]), int(size[1])
-    m = F.interpolate(s_hat.float().reshape(-1, 1, gh, gw), (input_size, input_size), mode="bilinear",
-                      align_corners=False)
-    vh, vw = preprocess_shape(h, w, input_size)
-    return F.interpolate(m[..., :vh, :vw], (h, w), mode="bilinear", align_corners=False)[:, 0]
+    # 'pad' and 'crop' min-max the (already normalised) values again, as READ's map does
+    return full_resolution_map(s_hat, grid, size, aspect, input_size, normalize=aspect != "pad_corner")
 
 
 def _side(side: Size) -> int:
@@ -241,40 +240,6 @@ def gaussian_soft_target(masks: torch.Tensor, ksize: int = GAUSSIAN_KSIZE,
     heat = F.conv2d(F.conv2d(x, g.reshape(1, 1, k, 1)), g.reshape(1, 1, 1, k))[:, 0]
     peak = heat.flatten(1).amax(1).clamp(min=GAUSSIAN_MAX_EPS)
     return heat / peak[:, None, None]
-
-
-def mask_to_token_grid(masks: torch.Tensor, grid: tuple[int, int], input_size: int, aspect: str) -> torch.Tensor:
-    """Target masks in the image-token grid, before G: the M2T target of §1.7.
-
-    The mask goes through the backbone's CLIP geometry with **bilinear, antialiased** resizing (so
-    border cells may be fractional): ``'pad_corner'`` resizes the longest side to ``S`` and zero-pads
-    bottom/right (the code); ``'pad'`` centres it on a zero square of side ``max(H, W)`` and resizes
-    to ``S``; ``'crop'`` resizes the short side to ``S`` and centre-crops. Then **nearest** to the grid.
-
-    Args:
-        masks: ``[n, H, W]``; grid: ``(gh, gw)``; input_size: ``S``; aspect: one of :data:`ASPECTS`.
-
-    Returns:
-        ``[n, gh, gw]`` float32 in ``[0, 1]``.
-    """
-    _check_choice(aspect, ASPECTS, "aspect")
-    n, h, w = masks.shape
-    x = masks.float()[:, None]
-    S = int(input_size)
-    resize = dict(mode="bilinear", align_corners=False, antialias=True)
-    if aspect == "pad_corner":
-        vh, vw = preprocess_shape(h, w, S)
-        x = F.pad(F.interpolate(x, (vh, vw), **resize), (0, S - vw, 0, S - vh))
-    elif aspect == "pad":
-        side = max(h, w)
-        top, left = (side - h) // 2, (side - w) // 2
-        x = F.pad(x, (left, side - w - left, top, side - h - top))
-        x = F.interpolate(x, (S, S), **resize)
-    else:
-        short = min(h, w)
-        ph, pw = crop_margins((h, w), S)
-        x = F.interpolate(x, (S * h // short, S * w // short), **resize)[..., ph: ph + S, pw: pw + S]
-    return F.interpolate(x, tuple(int(g) for g in grid), mode="nearest")[:, 0]
 
 
 # ------------------------------------------------------------------------------ TMCC losses (§1.7)

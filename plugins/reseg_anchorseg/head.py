@@ -1,7 +1,7 @@
 """The AnchorSeg head: a language-grounded query bank, an anchor spatial prior and TMCC (anchorseg_ras.md §1).
 
-AnchorSeg (ACL 2026) keeps LISA's ``[SEG]`` pipeline (:class:`reseg_lisa.head.LISAHead`: templates,
-teacher-forced validation, ``[REJ]``, the mask losses) and changes what drives SAM:
+AnchorSeg (ACL 2026) keeps the ``[SEG]`` family's pipeline (:class:`reseg.models.heads.SegTokenHead`:
+LISA's templates, teacher-forced validation, ``[REJ]``, the mask losses) and changes what drives SAM:
 
 * **query bank** (§1.2-§1.4): every ``[SEG]`` of an answer is preceded by ``K`` latent tokens
   ``[LATENT0]`` ... ``[LATENT{K-1}]``, supervised by the ordinary text loss and generated at
@@ -25,28 +25,24 @@ The math is in :mod:`reseg_anchorseg.functional`.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
-import numpy as np
 import torch
 import torch.nn as nn
 
-from reseg.models.head import BatchContext, Conversation
-from reseg.models.losses import MASK_COUNT_EPS, mask_losses
-from reseg.structures import QueryPrediction, Sample
-from reseg_lisa.head import LISAHead, SegProjection
-from reseg_read.functional import minmax_normalize, similarity_map
-from reseg_read.head import image_token_frame
+from reseg.models.heads import Conversation, HeadBatch, SegProjection, SegTokenHead, SlotTargets
+from reseg.models.image_tokens import check_frame
+from reseg.models.losses import MASK_COUNT_EPS
+from reseg.structures import Sample
 
 from .functional import (ANCHORSEG_NUM_LATENTS, ASPECTS, GAUSSIAN_KSIZE, GAUSSIAN_SIGMA, LATENT_TOKEN, TMCC_INPUTS,
-                         m2t_loss, prior_full_resolution, query_bank_positions, t2m_loss, to_sam_mask_frame)
+                         check_latent_tokens, m2t_loss, minmax_normalize, prior_full_resolution, t2m_loss,
+                         to_sam_mask_frame)
 
-#: ``ctx.lmm_out`` keys: the gathered bank ``(anchor states, latent states, similarity)`` and the
-#: per-image priors ``(s^ [n, Np], full-resolution map [n, H, W])`` of the last decode.
-BANK_KEY = "anchorseg_bank"
-PRIORS_KEY = "anchorseg_priors"
 #: AnchorSeg's released loss weights: CE 1.0, BCE 2.0, Dice 2.0 (§1.8; the code default for Dice is 0.5).
 ANCHORSEG_DICE_WEIGHT = 2.0
+#: the TMCC loss terms (§1.7)
+TMCC_TERMS = ("t2m_bce", "t2m_dice", "m2t_bce", "m2t_dice")
 
 
 def _bad(key: str, expected: str, got) -> ValueError:
@@ -58,7 +54,7 @@ def _learned_embedding(rows: int, dim: int) -> nn.Parameter:
     return nn.Parameter(torch.randn(rows, dim) / math.sqrt(dim))
 
 
-class AnchorSegHead(LISAHead):
+class AnchorSegHead(SegTokenHead):
     """AnchorSeg: ``K`` latent queries + an anchor ``[SEG]`` whose image similarity is SAM's mask prompt.
 
     Args:
@@ -81,7 +77,7 @@ class AnchorSegHead(LISAHead):
             (a value that disagrees with the backbone is an error: the prior would be misplaced).
         return_priors: put each query's full-resolution prior in ``QueryPrediction.extras['heatmaps']``.
         dice_weight: 2.0 (the released script, §1.8); ``ce_weight`` / ``bce_weight`` keep LISA's 1.0 / 2.0.
-        **lisa_kwargs: :class:`LISAHead`'s (``seg_convention`` also picks the query convention of
+        **seg_kwargs: :class:`~reseg.models.heads.SegTokenHead`'s (``seg_convention`` also picks the query convention of
             §1.3: ``'previous'`` official, ``'at'`` the paper's; ``rej_token``, ``system_prompt``, ...).
     """
 
@@ -91,8 +87,8 @@ class AnchorSegHead(LISAHead):
                  slot_embedding: bool = True, mask_token_embedding: bool = True,
                  train_mask_downscaling: bool = True, skip_empty_targets: bool = True,
                  image_aspect: Optional[str] = None, return_priors: bool = True,
-                 dice_weight: float = ANCHORSEG_DICE_WEIGHT, **lisa_kwargs) -> None:
-        super().__init__(dice_weight=dice_weight, **lisa_kwargs)
+                 dice_weight: float = ANCHORSEG_DICE_WEIGHT, **seg_kwargs) -> None:
+        super().__init__(dice_weight=dice_weight, **seg_kwargs)
         if isinstance(num_latents, bool) or not isinstance(num_latents, int) or num_latents < 1:
             raise _bad("num_latents", "a positive int", num_latents)
         if "{}" not in latent_token:
@@ -129,8 +125,7 @@ class AnchorSegHead(LISAHead):
         if not any(block[j: j + len(want)] == want for j in range(len(block))):
             raise ValueError(f"AnchorSegHead: the tokenizer splits {self.seg_block!r} into {block}, not the "
                              f"consecutive ids {want} the query bank is read from (§1.2)")
-        self.aspect, self.grid, self.input_size = image_token_frame(
-            lmm, "AnchorSegHead", self.image_aspect, ASPECTS, "the prior would be misplaced")
+        check_frame(lmm.image_token_frame, "AnchorSegHead", self.image_aspect, ASPECTS, "the prior would be misplaced")
         self.mask_frame = tuple(mask_source.mask_input_size)
         dim = mask_source.prompt_dim
         self.latent_projection = SegProjection(lmm.hidden_size, dim)  # latent_hidden_fcs, §1.4
@@ -141,9 +136,14 @@ class AnchorSegHead(LISAHead):
         if self.use_prior and self.train_mask_downscaling:
             mask_source.sam.prompt_encoder.mask_downscaling.requires_grad_(True)
 
-    # ------------------------------------------------------------------ conversations
+    @property
+    def decision_offset(self) -> int:
+        """The existence decision is read before ``[LATENT0]``: where the model chooses between the
+        latents and ``[REJ]``."""
+        return -self.num_latents - 1
+
     def build_conversations(self, sample: Sample, mode: str) -> list[Conversation]:
-        """LISA's conversations with every ``[SEG]`` of the answer preceded by the ``K`` latents
+        """The family's conversations with every ``[SEG]`` of the answer preceded by the ``K`` latents
         (§1.2: the official ``collate_fn`` rewrite; ``[REJ]`` answers carry no latents)."""
         convs = super().build_conversations(sample, mode)
         for c in convs:
@@ -151,159 +151,75 @@ class AnchorSegHead(LISAHead):
                 c.answer = c.answer.replace(self.seg_token, self.seg_block)
         return convs
 
-    # ------------------------------------------------------------------ the query bank
-    def _gather(self, ctx: BatchContext):
-        """LISA's gather (the anchor is LISA's ``[SEG]`` state under ``seg_convention``) plus the ``K``
-        latent states and the anchor's similarity with its row's image tokens (§1.3, §1.5 step 1),
-        kept in ``ctx.lmm_out`` for :meth:`decode_masks`.
-
-        The returned read position (where a ``[REJ]`` decision is looked up under teacher forcing) is
-        the position before ``[LATENT0]``: where the model chooses between the latents and ``[REJ]``.
-        """
-        states, _, slots, read = super()._gather(ctx)
-        hidden = ctx.lmm_out["hidden"]
-        rows, _, latents = query_bank_positions(ctx.tokens["input_ids"], self.seg_id, self.num_latents,
-                                                self.seg_convention, self.latent_ids)
-        sim = similarity_map(hidden, ctx.lmm_out["image_positions"], rows, states)
-        ctx.lmm_out[BANK_KEY] = (states, hidden[rows[:, None], latents], sim)
-        seg_cols = read[:, 1] + 1
-        return states, ctx.conv_sample[rows], slots, torch.stack([rows, seg_cols - self.num_latents - 1], 1)
-
+    # ------------------------------------------------------------------ the query bank and the prior
     def sparse_prompt(self, anchor: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """``Z = [z_1 .. z_K, z_anc]`` (+ the slot embedding): ``[N, K + 1, C]`` (§1.4, §1.6)."""
         z = torch.cat([self.latent_projection(latents), self.projection(anchor)[:, None]], 1)
         return z + self.slot_pos.to(z.dtype) if self.slot_pos is not None else z
 
-    def prior(self, sim: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def prior(self, sim: torch.Tensor, size: tuple[int, int], frame) -> tuple[torch.Tensor, torch.Tensor]:
         """``s^ [n, Np]`` and the full-resolution prior ``[n, H, W]`` of one image's similarities (§1.5)."""
         s_hat = minmax_normalize(sim.float())
-        return s_hat, prior_full_resolution(s_hat, self.grid, size, self.aspect, self.input_size)
+        return s_hat, prior_full_resolution(s_hat, frame.grid, size, frame.aspect, frame.input_size)
 
-    def _decode(self, ctx: BatchContext, mask_source, anchor: torch.Tensor, latents: torch.Tensor,
-                sim: torch.Tensor, image_of: torch.Tensor):
-        """Per image ``[n_i, H, W]`` logits and ``(s^, full map)`` (None for images without ``[SEG]``)."""
-        z = self.sparse_prompt(anchor, latents)
-        out = [z.new_zeros((0, *s.size)) + z.sum() * 0 for s in ctx.samples]
-        priors: list = [None] * len(ctx.samples)
-        for i in image_of.unique().tolist():
-            sel = (image_of == i).nonzero(as_tuple=True)[0]
-            size, resized = ctx.samples[i].size, ctx.mask_sizes[i]
-            s_hat, full = self.prior(sim[sel], size)
-            dense = to_sam_mask_frame(full, self.mask_frame).to(z.dtype) if self.use_prior else None
-            low, _ = mask_source.decode(ctx.mask_embeddings[i: i + 1], z[sel], dense=dense,
-                                        mask_token_offset=self.mask_token_pos)
-            out[i] = mask_source.postprocess(low, resized, size)
-            priors[i] = (s_hat, full)
-        return out, priors
+    def forward(self, batch: HeadBatch) -> dict[str, Any]:
+        """The bank of every ``[SEG]`` (the anchor is its state under ``seg_convention``; the ``K`` latents
+        the states just before it, §1.3), the anchor's prior (§1.5) and SAM prompted with ``Z`` and,
+        with ``use_prior``, P as its dense prompt (§1.6). As in the code, generated answers are read at
+        the same fixed offsets whatever was generated there."""
+        slots = batch.slots.where(kind="mask")
+        if batch.mode != "generate" and len(slots):
+            check_latent_tokens(batch.tokens["input_ids"], slots.conv, slots.position, self.latent_ids)
+        latents = (batch.hidden_at(slots, range(-self.num_latents, 0)) if len(slots)
+                   else slots.states.new_zeros((0, self.num_latents, slots.states.shape[-1])))
+        sim = batch.similarity(slots)
+        z = self.sparse_prompt(slots.states, latents)
+        priors: list = [None] * len(batch.samples)
 
-    def decode_masks(self, ctx: BatchContext, mask_source, states: torch.Tensor,
-                     image_of: torch.Tensor) -> list[torch.Tensor]:
-        """Per image, ``[n_i, H, W]`` logits: SAM prompted with ``Z`` and, with ``use_prior``, P (§1.6)."""
-        kept = ctx.lmm_out.get(BANK_KEY)
-        if kept is None or kept[0] is not states:
-            raise RuntimeError("AnchorSegHead.decode_masks needs the query bank of these [SEG] states: gather "
-                               "them with _gather (teacher forcing); generation decodes through _decode")
-        out, ctx.lmm_out[PRIORS_KEY] = self._decode(ctx, mask_source, states, kept[1], kept[2], image_of)
-        return out
+        def prompts(i: int, sel: torch.Tensor) -> dict:
+            priors[i] = self.prior(sim[sel], batch.samples[i].size, batch.frames[i])
+            dense = to_sam_mask_frame(priors[i][1], self.mask_frame).to(z.dtype) if self.use_prior else None
+            return {"sparse": z[sel], "dense": dense, "mask_token_offset": self.mask_token_pos}
+
+        return {"masks": batch.decode_masks(slots, z, prompts), "priors": priors, "sim": sim}
+
+    def heatmaps(self, outputs: dict[str, Any], batch: HeadBatch) -> dict[str, list[torch.Tensor]]:
+        """The full-resolution prior of every ``[SEG]`` (``return_priors``), per image."""
+        if not self.return_priors:
+            return {}
+        return {"prior": [p[1].detach().float().cpu() if p is not None else torch.zeros((0, *s.size))
+                          for p, s in zip(outputs["priors"], batch.samples)]}
 
     # ------------------------------------------------------------------ losses
-    def loss(self, ctx: BatchContext, lmm, mask_source) -> dict[str, torch.Tensor]:
+    def loss_by_feat(self, outputs: dict[str, Any], targets: SlotTargets, batch: HeadBatch) -> dict[str, torch.Tensor]:
         """CE + the mask BCE / Dice + (``tmcc``) T2M and M2T BCE / Dice, each ``weight * sum / n_masks``
         over the batch's non-empty targets (§1.8)."""
-        losses = self.text_loss(ctx)
-        states, image_of, slots, _ = self._gather(ctx)
-        logits = self.decode_masks(ctx, mask_source, states, image_of)
-        priors = ctx.lmm_out[PRIORS_KEY]
-        n_rej = [0] * len(ctx.samples)
-        if self.rej_in_mask_loss and not self.skip_empty_targets:  # GSVA's zero masks (LISAHead); empty targets
-            for si, _, _ in self._slots(ctx, "rej"):
-                n_rej[si] += 1
-        zero = ctx.lmm_out[BANK_KEY][2].sum() * 0.0
-        tmcc = {k: zero for k in ("t2m_bce", "t2m_dice", "m2t_bce", "m2t_dice")}
+        losses = {"loss_text": self.text_loss(batch, self.ce_weight)}
+        zero = outputs["sim"].sum() * 0.0
+        tmcc = {k: zero for k in TMCC_TERMS}
         n_tmcc = 0
         kept_logits, kept_targets = [], []
-        for i, s in enumerate(ctx.samples):
-            mine = [s.queries[qi].target if k is None else s.queries[qi].masks[k] for si, qi, k in slots if si == i]
-            dev = logits[i].device
-            t = (torch.from_numpy(np.stack(mine)).to(dev, torch.float32) if mine
-                 else torch.zeros((0, *s.size), device=dev))
-            keep = t.flatten(1).sum(1) >= 1 if self.skip_empty_targets else torch.ones(len(t), dtype=torch.bool,
-                                                                                      device=dev)
-            lg, t = logits[i][keep], t[keep]
-            if self.tmcc and priors[i] is not None and len(t):
-                s_hat, full = priors[i][0][keep], priors[i][1][keep]
+        for i, (lg, t) in enumerate(zip(outputs["masks"], targets.masks)):
+            keep = (t.flatten(1).sum(1) >= 1 if self.skip_empty_targets
+                    else torch.ones(len(t), dtype=torch.bool, device=t.device))
+            lg, t = lg[keep], t[keep]
+            prior = outputs["priors"][i]
+            if self.tmcc and prior is not None and len(t):
+                s_hat, full = prior[0][keep], prior[1][keep]
+                frame = batch.frames[i]
                 kw = dict(ksize=self.gaussian_ksize, sigma=self.gaussian_sigma, inputs=self.tmcc_inputs)
                 for name, (b, d) in (("t2m", t2m_loss(full, t, **kw)),
-                                     ("m2t", m2t_loss(s_hat, t, self.grid, self.input_size, self.aspect, **kw))):
+                                     ("m2t", m2t_loss(s_hat, t, frame.grid, frame.input_size, frame.aspect, **kw))):
                     tmcc[f"{name}_bce"] = tmcc[f"{name}_bce"] + b.sum()
                     tmcc[f"{name}_dice"] = tmcc[f"{name}_dice"] + d.sum()
                 n_tmcc += len(t)
-            if n_rej[i]:
-                zeros = torch.zeros((n_rej[i], *s.size), device=dev)
-                lg, t = torch.cat([lg, zeros.to(lg.dtype)], 0), torch.cat([t, zeros], 0)
             kept_logits.append(lg)
             kept_targets.append(t)
-        losses.update(mask_losses(kept_logits, kept_targets, self.bce_weight, self.dice_weight))
+        # GSVA's zero masks for [REJ] answers (the family's rule) only when empty targets are kept
+        keep_rej = self.rej_in_mask_loss and not self.skip_empty_targets
+        losses.update(self.mask_loss(kept_logits, kept_targets, batch, with_rejects=keep_rej))
         if self.tmcc:
             for name, value in tmcc.items():
                 w = self.bce_weight if name.endswith("bce") else self.dice_weight
                 losses[f"loss_{name}"] = w * value / (n_tmcc + MASK_COUNT_EPS)
         return losses
-
-    # ------------------------------------------------------------------ prediction
-    def _heatmaps(self, full: Optional[torch.Tensor], size: tuple[int, int]) -> dict:
-        if not self.return_priors:
-            return {}
-        prior = full.detach().float().cpu() if full is not None else torch.zeros((0, *size))
-        return {"heatmaps": {"prior": prior}}
-
-    def predict(self, ctx: BatchContext, lmm, mask_source, generate: bool) -> list[list[QueryPrediction]]:
-        if generate:
-            return self._predict_generate(ctx, lmm, mask_source)
-        out = super().predict(ctx, lmm, mask_source, generate)
-        priors = ctx.lmm_out.get(PRIORS_KEY) or [None] * len(ctx.samples)
-        slots = self._slots(ctx)
-        for i, (s, preds) in enumerate(zip(ctx.samples, out)):
-            mine = [qi for si, qi, _ in slots if si == i]  # the order of this image's masks
-            for qi, p in enumerate(preds):
-                idx = [n for n, q in enumerate(mine) if q == qi]
-                p.extras.update(self._heatmaps(priors[i][1][idx] if priors[i] is not None else None, s.size))
-        return out
-
-    @torch.no_grad()
-    def _predict_generate(self, ctx: BatchContext, lmm, mask_source) -> list[list[QueryPrediction]]:
-        """Free generation (§1.10 ``evaluate``): the model generates the latents and ``[SEG]`` itself.
-
-        The bank is read, with the training convention, from one teacher-forced forward over the
-        prompt and the generated ids (the same states generation computed, under causal attention),
-        so the ``'at'`` convention and the image-token states need no special case. As in the code,
-        the latents are taken at fixed offsets before each generated ``[SEG]`` whatever was generated
-        there. No ``[SEG]`` (or a ``[REJ]``) means no mask and ``exists=False``.
-        """
-        out: list[list[Optional[QueryPrediction]]] = [[None] * len(s.queries) for s in ctx.samples]
-        for conv, i in zip(ctx.conversations, ctx.conv_sample.tolist()):
-            pred = self._generate_one(ctx, lmm, mask_source, conv, i)
-            for qi in conv.query_ids:
-                out[i][qi] = pred
-        return out  # type: ignore[return-value]
-
-    def _generate_one(self, ctx: BatchContext, lmm, mask_source, conv: Conversation, i: int) -> QueryPrediction:
-        """Generate the answer of one conversation about image ``i`` and decode its ``[SEG]`` tokens."""
-        size = ctx.samples[i].size
-        ids, _ = lmm.encode(conv.prompt, None)
-        gen, _ = lmm.generate(torch.tensor(ids, device=lmm.device), ctx.image_feats[i: i + 1],
-                              max_new_tokens=ctx.max_new_tokens)
-        if self.seg_id not in gen:
-            return QueryPrediction(masks=torch.zeros((0, *size)), exists=False, text=lmm.decode(gen),
-                                   extras=self._heatmaps(None, size))
-        seq = torch.tensor([ids + gen], device=lmm.device)
-        res = lmm(input_ids=seq, attention_mask=torch.ones_like(seq), image_feats=ctx.image_feats[i: i + 1],
-                  image_index=torch.zeros(1, dtype=torch.long, device=seq.device))
-        rows, anchor, latents = query_bank_positions(seq, self.seg_id, self.num_latents, self.seg_convention)
-        hidden = res["hidden"]
-        states = hidden[rows, anchor]
-        sim = similarity_map(hidden, res["image_positions"], rows, states)
-        logits, priors = self._decode(ctx, mask_source, states, hidden[rows[:, None], latents], sim,
-                                      torch.full((len(rows),), i, device=states.device))
-        return QueryPrediction(masks=logits[i].detach().float().cpu(), exists=True, text=lmm.decode(gen),
-                               extras=self._heatmaps(priors[i][1], size))

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from reseg.models.head import BaseHead, BatchContext, Conversation
-from reseg.structures import Query, QueryPrediction, Sample
+from reseg.models.heads import BaseHead, Conversation, HeadBatch, HeadPredictions, MaskSlot
+from reseg.structures import Query, Sample
 
 from . import functional as RF
 
@@ -64,6 +64,12 @@ class RASHead(BaseHead):
 
     special_tokens = (RF.POOL_PRE, RF.REF_PRE, RF.MASK_SLOT)
     mask_source_kind = "candidate_pool"
+    #: the classifier reads the state *at* each second-copy mask token (§2.4 G)
+    read_rule = "at"
+    #: every mask token's input embedding is the projected candidate (or reference) mask (§2.4 E)
+    input_token = RF.MASK_SLOT
+    #: selection is one forward pass, no generation (§2.2 "Non-autoregressive decoding")
+    prediction_mode = "forward"
     numbered_pool = False
 
     def __init__(self, stage: str = "select", pos_weight: float = RF.POS_WEIGHT,
@@ -82,8 +88,11 @@ class RASHead(BaseHead):
         if "{text}" not in question:
             raise ValueError(f"model.head.question must contain '{{text}}', got {question!r}")
         self.stage = stage
-        # the selection stage reads hidden states only and supervises no text (§2.4 G)
+        # the selection stage reads hidden states only and supervises no text (§2.4 G); stage 1's
+        # answer is a caption, which exists only as generated text
         self.needs_logits = stage == "caption"
+        if stage == "caption":
+            self.prediction_mode = "generate"
         self.pos_weight = float(pos_weight)
         self.threshold = float(threshold)
         self.top1_tasks = tuple(top1_tasks)
@@ -121,6 +130,10 @@ class RASHead(BaseHead):
         """Stage 1: the candidates' tokens only, no image tokens (§2.2)."""
         return self._user(f"{RF.pool_block(n)}\n{CAPTION_PROMPT}")
 
+    def candidate_slots(self, query: int, n: int) -> list[MaskSlot]:
+        """One slot per candidate: the second copy's mask tokens (the last ``n`` of the sequence)."""
+        return [MaskSlot(query=query, token=RF.MASK_SLOT, kind="candidate", candidate=j) for j in range(n)]
+
     def build_conversations(self, sample: Sample, mode: str) -> list[Conversation]:
         if sample.candidate_masks is None:
             raise ValueError(f"sample {sample.sample_id!r} reached the RAS head without a candidate pool")
@@ -132,56 +145,34 @@ class RASHead(BaseHead):
                     f"RAS stage 'caption': sample {sample.sample_id!r} ({sample.meta.get('dataset', '?')}) has no "
                     f"meta[{self.caption_key!r}]; train stage 1 on a dataset with captions (MaskGroups 'caption').")
             return [Conversation(prompt=self.caption_prompt(n), answer=caption if mode == "train" else None,
-                                 query_ids=list(range(len(sample.queries))), slots=[dict(n=n, refs=[])],
-                                 with_image=False)]
+                                 query_ids=list(range(len(sample.queries))), with_image=False)]
         return [Conversation(prompt=self.select_prompt(n, q), answer=None, query_ids=[k],
-                             slots=[dict(n=n, refs=self._refs(q))])
-                for k, q in enumerate(sample.queries)]
-
-    @staticmethod
-    def _refs(query: Query) -> Optional[np.ndarray]:
-        return None if query.reference_masks is None or len(query.reference_masks) == 0 else query.reference_masks
+                             slots=self.candidate_slots(k, n)) for k, q in enumerate(sample.queries)]
 
     # ------------------------------------------------------------------ mask tokens
-    def _conv_values(self, ctx: BatchContext, mask_source: nn.Module, c: int) -> torch.Tensor:
-        """``[K, D]`` mask embeddings of conversation ``c`` in the order its mask slots appear."""
-        conv = ctx.conversations[c]
-        i = int(ctx.conv_sample[c])
-        cand = mask_source.candidate_embeddings(ctx.pool, i)
+    def input_embeddings(self, batch: HeadBatch, conv: int) -> torch.Tensor:
+        """``[K, D]`` mask embeddings of a conversation in the order its mask tokens appear: the
+        candidates, the query's reference masks, and (RAS) the candidates again (§2.4 E-F)."""
+        i = int(batch.conv_image[conv])
+        cand = batch.mask_source.candidate_embeddings(batch.pool, i)
         if self.stage == "caption":
             return cand
         parts = [cand]
-        refs = conv.slots[0]["refs"]
-        if refs is not None:
-            parts.append(mask_source.embed_masks(ctx.pool, i, refs))
+        query = batch.samples[i].queries[batch.conversations[conv].query_ids[0]]
+        if query.reference_masks is not None and len(query.reference_masks):
+            parts.append(batch.mask_source.embed_masks(batch.pool, i, query.reference_masks))
         if not self.numbered_pool:  # RAS: the second copy
             parts.append(cand)
         return torch.cat(parts, 0)
 
-    def extra_embeddings(self, ctx: BatchContext, lmm: nn.Module, mask_source: Optional[nn.Module]):
-        ids = ctx.tokens["input_ids"]
-        pos = ids == self.token_ids[RF.MASK_SLOT]
-        vals = [self._conv_values(ctx, mask_source, c) for c in range(len(ctx.conversations))]
-        counts = pos.sum(1).tolist()
-        for c, (v, k) in enumerate(zip(vals, counts)):
-            if v.shape[0] != k:
-                raise RuntimeError(
-                    f"conversation {c}: {k} {RF.MASK_SLOT} tokens but {v.shape[0]} mask embeddings; does the "
-                    f"query text contain {RF.MASK_SLOT!r} itself?")
-        return pos, torch.cat(vals, 0)
-
-    def selection_logits(self, ctx: BatchContext) -> list[torch.Tensor]:
-        """Per conversation, ``[N]`` logits read at the second copy's mask slots (§2.4 G)."""
-        hidden = ctx.lmm_out["hidden"]
-        ids = ctx.tokens["input_ids"]
-        slot = self.token_ids[RF.MASK_SLOT]
-        out = []
-        for c, conv in enumerate(ctx.conversations):
-            n = conv.slots[0]["n"]
-            cols = (ids[c] == slot).nonzero(as_tuple=True)[0]
-            second = cols[cols.numel() - n:] if n else cols[:0]
-            out.append(self.classifier(hidden[c, second]).squeeze(-1).float())
-        return out
+    # ------------------------------------------------------------------ selection
+    def forward(self, batch: HeadBatch) -> dict[str, Any]:
+        """Per conversation, ``[N]`` logits of the classifier at the second copy's mask tokens (§2.4 G)."""
+        if self.stage == "caption" or self.numbered_pool:
+            return {}
+        slots = batch.slots.where(kind="candidate")
+        return {"logits": [self.classifier(slots.states[slots.of_conversation(c)]).squeeze(-1).float()
+                           for c in range(len(batch.conversations))]}
 
     def sample_labels(self, sample: Sample, query_index: int) -> np.ndarray:
         """``[N] uint8`` labels of the sample's pool for one query (§2.4 L): the dataset's own labels for
@@ -190,73 +181,37 @@ class RASHead(BaseHead):
         given = query.pool_labels if sample.meta.get("pool_source") == "dataset" else None
         return RF.candidate_labels(sample.candidate_masks, query.masks, self.label_rule, self.label_thr, given)
 
-    def labels(self, ctx: BatchContext, c: int) -> np.ndarray:
-        conv = ctx.conversations[c]
-        return self.sample_labels(ctx.samples[int(ctx.conv_sample[c])], conv.query_ids[0])
+    def get_targets(self, batch: HeadBatch) -> list[np.ndarray]:
+        """Per conversation, the labels of its pool for its query."""
+        return [self.sample_labels(batch.samples[int(batch.conv_image[c])], conv.query_ids[0])
+                for c, conv in enumerate(batch.conversations)]
 
-    # ------------------------------------------------------------------ training
-    def loss(self, ctx: BatchContext, lmm: nn.Module, mask_source: Optional[nn.Module]) -> dict[str, torch.Tensor]:
+    def loss_by_feat(self, outputs: dict[str, Any], targets: list[np.ndarray], batch: HeadBatch) -> dict[str, torch.Tensor]:
         if self.stage == "caption":
-            return dict(loss_text=ctx.lmm_out["loss_text"])
-        logits = self.selection_logits(ctx)
+            return dict(loss_text=batch.lmm_out["loss_text"])
         terms = []
         n_pos = 0
-        for c, lg in enumerate(logits):
-            y = torch.as_tensor(self.labels(ctx, c), device=lg.device)
+        for lg, labels in zip(outputs["logits"], targets):
+            y = torch.as_tensor(labels, device=lg.device)
             n_pos += int(y.sum())
             if lg.numel():
                 terms.append(RF.weighted_bce(lg, y, self.pos_weight))
         # every query weighs the same, whatever its pool size; a batch of empty pools gives a 0 loss
-        loss = torch.stack(terms).mean() if terms else ctx.lmm_out["hidden"].sum() * 0.0
+        loss = torch.stack(terms).mean() if terms else batch.lmm_out["hidden"].sum() * 0.0
         # logged (not a loss): positives per query, on the loss's device so DDP can average the log
-        return dict(loss_select=loss, pos_per_query=torch.tensor(n_pos / max(len(logits), 1), device=loss.device))
+        n = max(len(outputs["logits"]), 1)
+        return dict(loss_select=loss, pos_per_query=torch.tensor(n_pos / n, device=loss.device))
 
-    # ------------------------------------------------------------------ prediction
-    def _prediction(self, sample: Sample, probs: np.ndarray, selected: list[int], text: str = "",
-                    **extras: Any) -> QueryPrediction:
-        pool = np.asarray(sample.candidate_masks, dtype=bool)
-        masks = pool[selected] if selected else np.zeros((0,) + sample.size, dtype=bool)
-        return QueryPrediction(masks=masks, scores=probs[selected] if len(probs) else probs,
-                               exists=bool(selected), text=text, selected=list(selected),
-                               extras=dict(candidate_probs=probs, candidate_masks=pool, **extras))
-
-    def predict(self, ctx: BatchContext, lmm: nn.Module, mask_source: Optional[nn.Module],
-                generate: bool) -> list[list[QueryPrediction]]:
-        if self.stage == "caption":
-            return self._predict_captions(ctx, lmm, mask_source)
-        if generate:  # RAS never generates: selection is one forward pass (§2.2)
-            ctx.tokens = lmm.collate([lmm.encode(c.prompt, c.answer) for c in ctx.conversations])
-            ctx.lmm_out = lmm(input_ids=ctx.tokens["input_ids"], attention_mask=ctx.tokens["attention_mask"],
-                              image_feats=ctx.image_feats, image_index=ctx.conv_sample,
-                              extra_embeds=self.extra_embeddings(ctx, lmm, mask_source), with_logits=False)
-        out: list[list[Optional[QueryPrediction]]] = [[None] * len(s.queries) for s in ctx.samples]
-        for c, lg in enumerate(self.selection_logits(ctx)):
-            i = int(ctx.conv_sample[c])
-            sample = ctx.samples[i]
-            probs = torch.sigmoid(lg).detach().cpu().numpy()
-            sel = RF.select_candidates(probs, self.threshold, top1=sample.task in self.top1_tasks)
-            out[i][ctx.conversations[c].query_ids[0]] = self._prediction(sample, probs, sel)
-        return out  # type: ignore[return-value]
-
-    def _generate(self, ctx: BatchContext, lmm: nn.Module, mask_source: nn.Module, c: int) -> tuple[str, int]:
-        conv = ctx.conversations[c]
-        ids, _ = lmm.encode(conv.prompt, None, with_image=conv.with_image)
-        ids_t = torch.tensor(ids, device=lmm.device)
-        pos = ids_t == self.token_ids[RF.MASK_SLOT]
-        i = int(ctx.conv_sample[c])
-        gen, _ = lmm.generate(ids_t, ctx.image_feats[i: i + 1], max_new_tokens=ctx.max_new_tokens,
-                              extra_embeds=(pos, self._conv_values(ctx, mask_source, c)))
-        return lmm.decode(gen).strip(), len(gen)
-
-    def _predict_captions(self, ctx: BatchContext, lmm: nn.Module, mask_source: nn.Module):
-        out = []
-        for c, conv in enumerate(ctx.conversations):
-            sample = ctx.samples[int(ctx.conv_sample[c])]
-            text, _ = self._generate(ctx, lmm, mask_source, c)
-            empty = np.zeros((0,) + sample.size, dtype=bool)
-            out.append([QueryPrediction(masks=empty, exists=False, text=text, selected=[])
-                        for _ in sample.queries])
-        return out
+    def predict_by_feat(self, outputs: dict[str, Any], batch: HeadBatch) -> HeadPredictions:
+        if self.stage == "caption":  # a caption, no selection
+            return HeadPredictions(selected=[[] for _ in batch.conversations], texts=[t.strip() for t in batch.texts])
+        selected, probs = [], []
+        for c, lg in enumerate(outputs["logits"]):
+            sample = batch.samples[int(batch.conv_image[c])]
+            p = torch.sigmoid(lg).detach().cpu().numpy()
+            selected.append(RF.select_candidates(p, self.threshold, top1=sample.task in self.top1_tasks))
+            probs.append(p)
+        return HeadPredictions(selected=selected, candidate_probs=probs)
 
 
 class RASARHead(RASHead):
@@ -270,6 +225,7 @@ class RASARHead(RASHead):
     """
 
     numbered_pool = True
+    prediction_mode = "generate"
 
     def __init__(self, empty_answer: str = "none", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -285,6 +241,10 @@ class RASARHead(RASHead):
     def select_prompt(self, n: int, query: Query) -> str:
         return self._user(f"<image>\n{RF.pool_block(n, numbered=True)}\n{self.query_text(query)}")
 
+    def candidate_slots(self, query: int, n: int) -> list[MaskSlot]:
+        """The candidates are answered in text: slots without a token."""
+        return [MaskSlot(query=query, kind="candidate", candidate=j) for j in range(n)]
+
     def build_conversations(self, sample: Sample, mode: str) -> list[Conversation]:
         convs = super().build_conversations(sample, mode)
         if mode == "train":  # the answer: the indices of the positive candidates
@@ -293,20 +253,19 @@ class RASARHead(RASHead):
                                                 self.empty_answer)
         return convs
 
-    def loss(self, ctx: BatchContext, lmm: nn.Module, mask_source: Optional[nn.Module]) -> dict[str, torch.Tensor]:
-        return dict(loss_text=ctx.lmm_out["loss_text"])
+    def loss_by_feat(self, outputs: dict[str, Any], targets: Any, batch: HeadBatch) -> dict[str, torch.Tensor]:
+        return dict(loss_text=batch.lmm_out["loss_text"])
 
-    def predict(self, ctx: BatchContext, lmm: nn.Module, mask_source: Optional[nn.Module],
-                generate: bool) -> list[list[QueryPrediction]]:
-        out: list[list[Optional[QueryPrediction]]] = [[None] * len(s.queries) for s in ctx.samples]
-        for c, conv in enumerate(ctx.conversations):
-            i = int(ctx.conv_sample[c])
-            sample = ctx.samples[i]
-            text, n_tokens = self._generate(ctx, lmm, mask_source, c)
-            n = conv.slots[0]["n"]
+    def predict_by_feat(self, outputs: dict[str, Any], batch: HeadBatch) -> HeadPredictions:
+        selected, probs, extras, texts = [], [], [], []
+        for c, conv in enumerate(batch.conversations):
+            text = batch.texts[c].strip()
+            n = int(batch.samples[int(batch.conv_image[c])].candidate_masks.shape[0])
             sel, invalid = RF.parse_indices(text, n)
-            probs = np.zeros(n, dtype=np.float32)
-            probs[sel] = 1.0
-            out[i][conv.query_ids[0]] = self._prediction(sample, probs, sel, text=text, invalid_indices=invalid,
-                                                         generated_tokens=n_tokens)
-        return out  # type: ignore[return-value]
+            p = np.zeros(n, dtype=np.float32)
+            p[sel] = 1.0
+            selected.append(sel)
+            probs.append(p)
+            texts.append(text)
+            extras.append(dict(invalid_indices=invalid, generated_tokens=len(batch.generated[c])))
+        return HeadPredictions(selected=selected, candidate_probs=probs, extras=extras, texts=texts)

@@ -5,8 +5,8 @@ and ``specs/read_paper_notes.md`` (the paper's variants: statistical thresholds,
 kernel, and the S-IoU / P-prompt diagnostics). For one image of size ``(H, W)`` and ``n`` ``[SEG]``
 states the pipeline is::
 
-    similarity_map        [n, Np]   raw dot products <h_img, h_seg>               §2.3 steps 1-2, §2.7
-    full_resolution_map   [n, H, W] S~ in [0, 1], the map DtoC samples           §2.3 step 3
+    similarity_map        [n, Np]   raw dot products <h_img, h_seg>               §2.3 steps 1-2, §2.7  (core)
+    full_resolution_map   [n, H, W] S~ in [0, 1], the map DtoC samples           §2.3 step 3           (core)
     coarse_grid           [n, K]    cell values (-1 off the image), [K, 2] cells  §2.3 steps 4 and 7
     select_points         [P]       cells and labels 1 / 0 / -1 of one query      §2.3 steps 5-6
     dtoc                  [P, 2]    continuous points, differentiable in S~       §2.3 step 8
@@ -24,6 +24,11 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+# the image-token geometry every head shares lives in the core; READ's chain is built on it (and these
+# names stay importable from here)
+from reseg.models.image_tokens import (crop_margins, full_resolution_map, minmax_normalize,  # noqa: F401
+                                       similarity_map)
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -63,108 +68,6 @@ IOU_EPS = 1e-5
 def _check_choice(value: str, choices: Sequence[str], name: str) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-
-
-# ------------------------------------------------------------------------------ similarity
-def similarity_map(
-    hidden: torch.Tensor, image_positions: torch.Tensor, rows: torch.Tensor, seg_states: torch.Tensor
-) -> torch.Tensor:
-    """The similarity S_j = <V_j, h> of each ``[SEG]`` state with the image tokens of its own row.
-
-    §2.3 steps 1-2: a **raw dot product** of last-layer hidden states, no normalisation (the code's
-    comment calls it cosine; its CLIP-Surgery "redundancy weight" is identically 1, §2.3 step 2).
-    The image tokens of each row are found through that row's ``image_positions`` (§2.7: the
-    official code reuses row 0's ``<im_start>`` offset for every row, which misplaces the span when
-    rows are padded to different offsets). Computed in float32.
-
-    Args:
-        hidden: ``[C, L, D]`` last-layer (post-norm) hidden states.
-        image_positions: ``[C, L] bool``, the image-token positions; every row holds the same count Np.
-        rows: ``[N] long``, the row (conversation) of each ``[SEG]`` state.
-        seg_states: ``[N, D]``, the states read for the ``[SEG]`` tokens (the same selection as the
-            ``[SEG]`` embedding, before projection, §2.2 step 4).
-
-    Returns:
-        ``[N, Np]`` float32, image tokens in sequence (row-major patch) order.
-    """
-    if hidden.dim() != 3 or tuple(image_positions.shape) != tuple(hidden.shape[:2]):
-        raise ValueError(f"hidden must be [C, L, D] and image_positions [C, L]; got {tuple(hidden.shape)} "
-                         f"and {tuple(image_positions.shape)}")
-    counts = image_positions.sum(1)
-    if counts.numel() == 0 or bool((counts != counts[0]).any()) or int(counts[0]) == 0:
-        raise ValueError(f"every row needs the same (non-zero) number of image tokens, got {counts.tolist()}")
-    c, _, d = hidden.shape
-    image_states = hidden[image_positions].reshape(c, int(counts[0]), d)  # row-major: each row's own span
-    return torch.einsum("nd,npd->np", seg_states.float(), image_states[rows].float())
-
-
-def minmax_normalize(x: torch.Tensor, valid: Optional[torch.Tensor] = None, fill: float = 0.0) -> torch.Tensor:
-    """``(x - min) / (max - min)`` along the last dimension (§2.3 steps 3a and 4b).
-
-    The code adds no epsilon; a constant row (which carries no location) gives 0 instead of its NaN.
-
-    Args:
-        x: ``[..., K]``.
-        valid: optional ``[..., K] bool``: only these entries set the min and max; the others get ``fill``.
-    """
-    if valid is None:
-        lo, hi = x.amin(-1, keepdim=True), x.amax(-1, keepdim=True)
-    else:
-        inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
-        lo = torch.where(valid, x, inf).amin(-1, keepdim=True)
-        hi = torch.where(valid, x, -inf).amax(-1, keepdim=True)
-    rng = hi - lo
-    out = torch.where(rng > 0, (x - lo) / torch.where(rng > 0, rng, torch.ones_like(rng)), torch.zeros_like(x))
-    return out if valid is None else torch.where(valid, out, torch.full_like(out, fill))
-
-
-def crop_margins(size: tuple[int, int], side: int) -> tuple[int, int]:
-    """Rows and columns CLIP's centre crop removed on each side, at a square of ``side`` (§2.3 steps 3c, 4c).
-
-    The short side is resized to ``side`` and the long one to ``floor(side * long / short)`` (as the
-    CLIP image processor does; exact integer arithmetic for the spec's ``int(H * side / min(H, W))``);
-    the margin is ``(resized - side) // 2`` per side.
-
-    Returns:
-        ``(rows, cols)``.
-    """
-    h, w = int(size[0]), int(size[1])
-    short = min(h, w)
-    return (side * h // short - side) // 2, (side * w // short - side) // 2
-
-
-def full_resolution_map(
-    sim: torch.Tensor, grid: tuple[int, int], size: tuple[int, int], aspect: str, input_size: int
-) -> torch.Tensor:
-    """S~: the similarity as a ``[0, 1]`` map over the original image, the map DtoC samples (§2.3 step 3).
-
-    Min-max over the Np tokens (a), reshape row-major to the token grid and bilinearly upsample to the
-    CLIP input ``input_size`` (b), undo the preprocessing (c) and resize to ``(H, W)`` (d).
-    ``aspect='crop'`` zero-pads the rows/columns the centre crop removed (:func:`crop_margins`) and
-    resizes to ``(H, W)``, as the code does. ``aspect='pad'`` resizes to the square canvas of side
-    ``max(H, W)`` and cuts the image out of its centre (the inverse of pad-to-square).
-
-    Args:
-        sim: ``[n, Np]`` raw similarities; grid: ``(gh, gw)`` with ``gh * gw == Np``.
-        size: ``(H, W)`` of the original image; aspect: ``'crop'`` or ``'pad'``.
-        input_size: side of the (square) vision-tower input, 336 for CLIP-336.
-
-    Returns:
-        ``[n, H, W]`` float32, differentiable with respect to ``sim``.
-    """
-    _check_choice(aspect, ASPECTS, "aspect")
-    gh, gw = grid
-    h, w = int(size[0]), int(size[1])
-    m = minmax_normalize(sim.float()).reshape(-1, 1, gh, gw)
-    m = F.interpolate(m, (input_size, input_size), mode="bilinear", align_corners=False)
-    if aspect == "crop":
-        ph, pw = crop_margins(size, input_size)
-        m = F.interpolate(F.pad(m, (pw, pw, ph, ph)), (h, w), mode="bilinear", align_corners=False)
-    else:
-        side = max(h, w)
-        top, left = (side - h) // 2, (side - w) // 2
-        m = F.interpolate(m, (side, side), mode="bilinear", align_corners=False)[..., top: top + h, left: left + w]
-    return m[:, 0]
 
 
 def coarse_grid(

@@ -592,8 +592,9 @@ class ORESMetric(QueryStatsMetric):
 
     Args:
         use_selected: when a prediction has ``selected`` indices, the prediction is the union of
-            ``Sample.candidate_masks[selected]`` (the sample must carry its pool); otherwise (or
-            with ``False``) the union of the predicted masks.
+            those candidates of the pool the model used (``QueryPrediction.pool``; for a prediction
+            that carries none, ``Sample.candidate_masks``); otherwise (or with ``False``) the union of
+            the predicted masks.
         rejected_as_empty: a prediction with ``exists=False`` is an empty prediction.
         empty_union_iou: gIoU term of an empty GT answered with an empty prediction (1.0).
         iou_eps: per-query IoU epsilon (0: the RAS/PSALM evaluators' exact I / U, a guess,
@@ -625,13 +626,14 @@ class ORESMetric(QueryStatsMetric):
     ) -> QueryStats:
         selected = prediction.selected
         if self.use_selected and selected is not None:
-            if sample.candidate_masks is None:
+            pool = prediction.pool if prediction.pool is not None else sample.candidate_masks
+            if pool is None:
                 raise ValueError(
                     f"sample {sample.sample_id!r}, query {q_idx}: the prediction selects candidates "
-                    f"{list(selected)} but the sample has no candidate_masks; give the dataset its "
-                    "pool or set use_selected=False to score the predicted masks."
+                    f"{list(selected)} but neither it nor the sample carries a candidate pool; give the "
+                    "dataset its pool or set use_selected=False to score the predicted masks."
                 )
-            pool = np.asarray(sample.candidate_masks, dtype=bool)
+            pool = np.asarray(pool, dtype=bool)
             idx = [int(i) for i in selected]
             pred = pool[idx].any(axis=0) if idx else np.zeros(sample.size, dtype=bool)
             if tuple(pred.shape) != sample.size:

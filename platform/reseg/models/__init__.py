@@ -8,9 +8,11 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "BaseHead": "reseg.models.head",
-    "BatchContext": "reseg.models.head",
-    "Conversation": "reseg.models.head",
+    "BaseHead": "reseg.models.heads",
+    "Conversation": "reseg.models.heads",
+    "HeadBatch": "reseg.models.heads",
+    "MaskSlot": "reseg.models.heads",
+    "SegTokenHead": "reseg.models.heads",
     "ReasoningSegmentor": "reseg.models.segmentor",
 }
 __all__ = list(_EXPORTS)

@@ -1,21 +1,26 @@
 """``ReasoningSegmentor``: LMM backbone + mask source + head, as one mmengine ``BaseModel``.
 
-The segmentor is method-agnostic. Per batch it preprocesses each image once for the vision tower and
-once for the mask source, runs the vision tower and the mask-source encoder **once per image** however
-many queries the image has, asks the head for its conversations, tokenises them, runs the LLM once
-over all conversations and hands everything to the head (DESIGN.md, "One picture").
+The segmentor owns the batch (the head contract v2, :mod:`reseg.models.heads.base`). Per batch it runs
+the vision tower and the mask-source encoder **once per image** however many queries the image has,
+asks the head for its conversations, tokenises them, runs the LMM over all of them at once (the
+teacher-forced pass, or batched free generation followed by a teacher-forced pass over the generated
+answers), reads every mask slot's hidden state by the head's read rule, hands the head a
+:class:`~reseg.models.heads.HeadBatch`, and turns the head's per-slot answers into one
+:class:`~reseg.structures.QueryPrediction` per query.
 """
 from __future__ import annotations
 
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from mmengine.model import BaseModel
 
+from reseg.models.heads.base import HeadBatch, HeadPredictions, MaskSlot, SlotBatch
 from reseg.registry import HEADS, LMMS, MASK_SOURCES, MODELS
-from reseg.structures import Sample
+from reseg.structures import QueryPrediction, Sample
 
-from .head import BatchContext, Conversation
+IGNORE_INDEX = -100
 
 
 def _build(registry, cfg: Any, what: str):
@@ -54,73 +59,178 @@ class ReasoningSegmentor(BaseModel):
         self.val_mode = val_mode
         self.max_new_tokens = max_new_tokens
 
-    # ------------------------------------------------------------------ shared work
-    def prepare(self, samples: list[Sample], mode: str, with_tokens: bool = True) -> BatchContext:
+    # ------------------------------------------------------------------ the batch
+    def prepare(self, samples: list[Sample], mode: str, with_tokens: bool = True) -> HeadBatch:
         """Run the shared parts once per image and tokenise the head's conversations."""
         if not samples:
             raise ValueError("empty batch")
         images = [s.image for s in samples]
         image_feats = self.lmm.image_features(self.lmm.preprocess_images(images))
-        mask_emb, mask_sizes, pool = None, [], None
+        batch = HeadBatch(samples=list(samples), mode=mode, conversations=[], image_feats=image_feats,
+                          conv_image=torch.zeros(0, dtype=torch.long, device=image_feats.device),
+                          frames=self.lmm.image_token_frames([s.size for s in samples]),
+                          mask_source=self.mask_source)
         if getattr(self.mask_source, "kind", None) == "candidate_pool":
-            # proposals (unless the samples carry a pool) and encoder features, once per image
-            samples, pool = self.mask_source.prepare(samples)
+            # proposals (unless the samples carry a pool) and encoder features, once per image; the
+            # batch's samples are copies carrying the pool actually used
+            batch.samples, batch.pool = self.mask_source.prepare(samples)
         elif self.mask_source is not None and hasattr(self.mask_source, "embed"):
-            pixels, mask_sizes = self.mask_source.preprocess(images)
-            mask_emb = self.mask_source.embed(pixels)
-        convs: list[Conversation] = []
-        conv_sample: list[int] = []
-        for i, s in enumerate(samples):
+            pixels, batch.mask_sizes = self.mask_source.preprocess(images)
+            batch.mask_embeddings = self.mask_source.embed(pixels)
+        conv_image: list[int] = []
+        for i, s in enumerate(batch.samples):
             for c in self.head.build_conversations(s, mode):
-                convs.append(c)
-                conv_sample.append(i)
-        tokens: dict[str, torch.Tensor] = {}
-        if with_tokens and convs:
-            tokens = self.lmm.collate([
-                self.lmm.encode(c.prompt, c.answer) if c.with_image
-                else self.lmm.encode(c.prompt, c.answer, with_image=False) for c in convs])
-        return BatchContext(
-            samples=samples, conversations=convs,
-            conv_sample=torch.tensor(conv_sample, dtype=torch.long, device=image_feats.device),
-            tokens=tokens, image_feats=image_feats, mask_embeddings=mask_emb, mask_sizes=mask_sizes,
-            max_new_tokens=self.max_new_tokens, pool=pool)
+                batch.conversations.append(c)
+                conv_image.append(i)
+        batch.conv_image = torch.tensor(conv_image, dtype=torch.long, device=image_feats.device)
+        if with_tokens and batch.conversations:
+            batch.tokens = self.lmm.collate([
+                self.lmm.encode(c.prompt, c.answer, with_image=c.with_image) for c in batch.conversations])
+        return batch
 
-    def run_lmm(self, ctx: BatchContext) -> None:
-        kwargs = {}
-        extra = self.head.extra_embeddings(ctx, self.lmm, self.mask_source)
+    def _input_embeddings(self, batch: HeadBatch, input_ids: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """``(positions [C, L], values [K, D])`` of the head's :attr:`input_token`, checked per conversation."""
+        token = self.head.input_token
+        if token is None:
+            return None
+        pos = input_ids == self.head.token_ids[token]
+        values = []
+        for c, k in enumerate(pos.sum(-1).tolist()):
+            v = self.head.input_embeddings(batch, c)
+            if v.shape[0] != k:
+                raise RuntimeError(f"conversation {c}: {k} {token} tokens but {v.shape[0]} embeddings from "
+                                   f"{type(self.head).__name__}.input_embeddings; does the query text contain "
+                                   f"{token!r} itself?")
+            values.append(v)
+        return pos, torch.cat(values, 0)
+
+    def run_lmm(self, batch: HeadBatch) -> None:
+        """The teacher-forced LMM pass over the batch's tokens, then the read of every slot's state."""
+        kwargs: dict[str, Any] = {}
+        extra = self._input_embeddings(batch, batch.tokens["input_ids"])
         if extra is not None:
             kwargs["extra_embeds"] = extra
-        labels = ctx.tokens.get("labels")
-        if not getattr(self.head, "needs_logits", True):
+        labels = batch.tokens.get("labels")
+        if not self.head.needs_logits:
             # the head reads hidden states only and supervises no text: no LM head, no text loss
             kwargs["with_logits"] = False
             labels = None
-        ctx.lmm_out = self.lmm(input_ids=ctx.tokens["input_ids"], attention_mask=ctx.tokens["attention_mask"],
-                               image_feats=ctx.image_feats, image_index=ctx.conv_sample,
-                               labels=labels, **kwargs)
+        batch.lmm_out = self.lmm(input_ids=batch.tokens["input_ids"], attention_mask=batch.tokens["attention_mask"],
+                                 image_feats=batch.image_feats, image_index=batch.conv_image, labels=labels, **kwargs)
+        batch.slots = self.read_slots(batch, [c.slots for c in batch.conversations])
+
+    def read_slots(self, batch: HeadBatch, slots: list[list[MaskSlot]]) -> SlotBatch:
+        """Find each conversation's slots in its tokens and read their states by the head's read rule.
+
+        The slots of a conversation that share a token bind, in order, to that token's occurrences in
+        the conversation's answer, which must hold exactly one per slot; a conversation without an
+        answer (a prompt-only pass, or generated text) binds them to the token's last occurrences.
+        """
+        ids = batch.tokens["input_ids"] if batch.tokens else None
+        labels = batch.tokens.get("labels") if batch.tokens else None
+        rows, images, positions, flat = [], [], [], []
+        for c, conv_slots in enumerate(slots):
+            taken: dict[str, list[int]] = {}
+            answered = labels is not None and batch.conversations[c].answer is not None
+            for tok in dict.fromkeys(s.token for s in conv_slots if s.token is not None):
+                if tok not in self.head.token_ids:
+                    raise ValueError(f"{type(self.head).__name__}: a slot names the token {tok!r}, which is not one "
+                                     f"of the head's special_tokens {list(self.head.special_tokens)}")
+                want = sum(1 for s in conv_slots if s.token == tok)
+                hit = ids[c] == self.head.token_ids[tok]
+                if answered:
+                    hit = hit & (labels[c] != IGNORE_INDEX)
+                occ = hit.nonzero(as_tuple=True)[0].tolist()
+                if len(occ) < want or (answered and len(occ) != want):
+                    sample = batch.samples[int(batch.conv_image[c])]
+                    where = "its answer holds" if answered else "it holds"
+                    raise ValueError(
+                        f"conversation {c} (sample {sample.sample_id!r}): {where} {len(occ)} {tok} tokens but its "
+                        f"queries expect {want} masks; was the answer truncated (model.lmm.max_length), or does a "
+                        f"query's answer text hold {tok} itself?")
+                taken[tok] = occ[len(occ) - want:]
+            for s in conv_slots:
+                rows.append(c)
+                images.append(int(batch.conv_image[c]))
+                positions.append(taken[s.token].pop(0) if s.token is not None else -1)
+                flat.append(s)
+        dev = batch.device
+        conv = torch.tensor(rows, dtype=torch.long, device=dev)
+        position = torch.tensor(positions, dtype=torch.long, device=dev)
+        offset = -1 if self.head.read_rule == "previous" else 0
+        read = torch.where(position >= 0, position + offset, position)
+        if bool(((position >= 0) & (read < 0)).any()):
+            raise ValueError("a mask token at position 0 has no previous state")
+        hidden = batch.lmm_out.get("hidden")
+        dim = hidden.shape[-1] if hidden is not None else self.lmm.hidden_size
+        if hidden is None or not flat:
+            states = batch.image_feats.new_zeros((len(flat), dim))
+        else:
+            states = hidden[conv, read.clamp(min=0)]
+            if bool((position < 0).any()):
+                states = torch.where((position >= 0)[:, None], states, torch.zeros_like(states))
+        return SlotBatch(slots=flat, conv=conv, image=torch.tensor(images, dtype=torch.long, device=dev),
+                         position=position, read=read, states=states, num_images=len(batch.samples))
+
+    def generate(self, batch: HeadBatch) -> None:
+        """Free generation of every conversation of the batch at once; for a head with mask tokens, a
+        teacher-forced pass over each prompt and its generated answer then reads the generated slots."""
+        lmm = self.lmm
+        prompts = [lmm.encode(c.prompt, None, with_image=c.with_image)[0] for c in batch.conversations]
+        extra = None
+        if self.head.input_token is not None:
+            tid = self.head.token_ids[self.head.input_token]
+            extra = []
+            for c, p in enumerate(prompts):
+                where = torch.as_tensor(p, device=batch.device) == tid
+                values = self.head.input_embeddings(batch, c)
+                if values.shape[0] != int(where.sum()):
+                    raise RuntimeError(f"conversation {c}: {int(where.sum())} {self.head.input_token} tokens but "
+                                       f"{values.shape[0]} embeddings from {type(self.head).__name__}.input_embeddings")
+                extra.append((where, values))
+        batch.generated = lmm.generate(prompts, batch.image_feats, batch.conv_image,
+                                       max_new_tokens=self.max_new_tokens, extra_embeds=extra)
+        batch.texts = [lmm.decode(g) for g in batch.generated]
+        mask_ids = {self.head.token_ids[t]: t for t in self.head.mask_tokens}
+        slots = [[MaskSlot(query=conv.query_ids[0], token=mask_ids[t]) for t in gen if t in mask_ids]
+                 if conv.query_ids else [] for conv, gen in zip(batch.conversations, batch.generated)]
+        if any(slots):
+            batch.tokens = lmm.collate([(p + g, [IGNORE_INDEX] * (len(p) + len(g)))
+                                        for p, g in zip(prompts, batch.generated)])
+            for conv, conv_slots in zip(batch.conversations, slots):
+                conv.slots = conv_slots
+            self.run_lmm(batch)
+        else:
+            batch.slots = self.read_slots(batch, [[] for _ in batch.conversations])
 
     # ------------------------------------------------------------------ mmengine API
     def forward(self, samples: list[Sample], mode: str = "tensor") -> Any:
         if mode == "loss":
             self._loss_sample_ids = [s.sample_id for s in samples]  # named if the loss is not finite
-            ctx = self.prepare(samples, "train")
-            self.run_lmm(ctx)
-            return self.head.loss(ctx, self.lmm, self.mask_source)
+            batch = self.prepare(samples, "train")
+            self.run_lmm(batch)
+            return self.head.loss_by_feat(self.head(batch), self.head.get_targets(batch), batch)
         if mode == "predict":
             return self.predict(samples, generate=self.val_mode == "generate")
         if mode == "tensor":
-            ctx = self.prepare(samples, "val")
-            self.run_lmm(ctx)
-            return ctx
+            batch = self.prepare(samples, "val")
+            self.run_lmm(batch)
+            return batch
         raise ValueError(f"unknown mode {mode!r}; expected 'loss', 'predict' or 'tensor'")
 
     def predict(self, samples: list[Sample], generate: bool = False) -> list[dict]:
         """One dict per sample: ``sample_id`` and ``predictions`` (one QueryPrediction per query)."""
-        ctx = self.prepare(samples, "generate" if generate else "val", with_tokens=not generate)
-        if not generate and ctx.conversations:
-            self.run_lmm(ctx)
-        preds = self.head.predict(ctx, self.lmm, self.mask_source, generate=generate)
-        return [dict(sample_id=s.sample_id, predictions=p) for s, p in zip(samples, preds)]
+        how = self.head.prediction_mode
+        generate = generate if how == "auto" else how == "generate"
+        batch = self.prepare(samples, "generate" if generate else "val", with_tokens=not generate)
+        if generate:
+            self.generate(batch)
+        elif batch.conversations:
+            self.run_lmm(batch)
+        else:
+            batch.slots = self.read_slots(batch, [])
+        preds = self.head.predict_by_feat(self.head(batch), batch)
+        return [dict(sample_id=s.sample_id, predictions=p) for s, p in zip(samples, assemble(batch, preds))]
 
     def parse_losses(self, losses: dict) -> tuple[torch.Tensor, dict]:
         """mmengine's sum of the ``loss*`` terms; under DDP the *logged* values are averaged over ranks.
@@ -167,3 +277,53 @@ class ReasoningSegmentor(BaseModel):
 
     def test_step(self, data: Any) -> list:
         return self.val_step(data)
+
+
+def assemble(batch: HeadBatch, preds: HeadPredictions) -> list[list[QueryPrediction]]:
+    """Per sample, one :class:`QueryPrediction` per query from a head's per-slot (or per-conversation) answers."""
+    out: list[list[Optional[QueryPrediction]]] = [[None] * len(s.queries) for s in batch.samples]
+    texts = preds.texts if preds.texts is not None else (batch.texts or [""] * len(batch.conversations))
+    for c, conv in enumerate(batch.conversations):
+        i = int(batch.conv_image[c])
+        for q in conv.query_ids:
+            if preds.selected is not None:
+                out[i][q] = _selection(batch.samples[i], preds, c, texts[c])
+            elif out[i][q] is None:
+                out[i][q] = QueryPrediction(masks=torch.zeros((0, *batch.samples[i].size)), exists=False, text=texts[c])
+    if preds.masks is not None:
+        slots = batch.slots.where(kind="mask")
+        exists = preds.exists if preds.exists is not None else torch.ones(len(slots), dtype=torch.bool)
+        for i, sel in slots.by_image():
+            s = batch.samples[i]
+            local = {int(j): n for n, j in enumerate(sel.tolist())}
+            for q in range(len(s.queries)):
+                idx = [j for j in local if slots.slots[j].query == q]
+                rows = [local[j] for j in idx]
+                text = out[i][q].text if out[i][q] is not None else ""
+                heat = {name: maps[i][rows] for name, maps in preds.heatmaps.items()}
+                out[i][q] = QueryPrediction(
+                    masks=preds.masks[i][rows].detach().float().cpu(),
+                    scores=None if preds.scores is None else preds.scores[idx].detach().float().cpu(),
+                    exists=bool(exists[idx].all()) if idx else False, text=text,
+                    extras={"heatmaps": heat} if heat else {})
+    for i, s in enumerate(batch.samples):
+        for q in range(len(s.queries)):
+            if out[i][q] is None:  # a query no conversation asked (a head answering a subset)
+                out[i][q] = QueryPrediction(masks=torch.zeros((0, *s.size)), exists=False)
+    return out  # type: ignore[return-value]
+
+
+def _selection(sample: Sample, preds: HeadPredictions, c: int, text: str) -> QueryPrediction:
+    """A selection head's prediction for conversation ``c``: the union of its selected candidates of the
+    pool the model used (which travels with the prediction as ``pool``)."""
+    pool = np.asarray(sample.candidate_masks, dtype=bool)
+    sel = list(preds.selected[c])
+    masks = pool[sel] if sel else np.zeros((0,) + sample.size, dtype=bool)
+    probs = None if preds.candidate_probs is None else preds.candidate_probs[c]
+    extras: dict[str, Any] = {}
+    if probs is not None:
+        extras = dict(candidate_probs=probs, candidate_masks=pool)
+    if preds.extras is not None:
+        extras.update(preds.extras[c])
+    return QueryPrediction(masks=masks, scores=None if probs is None else (probs[sel] if len(probs) else probs),
+                           exists=bool(sel), text=text, selected=sel, pool=pool, extras=extras)

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from reseg.models.image_tokens import ImageTokenFrame
 from reseg.registry import LMMS
 
 IGNORE_INDEX = -100
@@ -63,11 +64,8 @@ class LlavaLMM(nn.Module):
         max_length: sequences longer than this raise a clear error.
         text_grad: where the text (next-token) loss sends its gradient. ``'full'`` (default, LISA):
             the LM head and the whole LLM. ``'lm_head'``: the LM head only (the last hidden states are
-            detached for the logits), so the text loss cannot shape the states a head reads. An experiment
-            for the tiny scale, not LISA's recipe: with the full text loss a random tiny LLM
-            keeps the query out of the state read for ``[SEG]``. Measured (docs/benchmarks.md, issue 2,
-            session of 2026-12-03): ``'lm_head'`` recovers part of the gap to no text loss at all (RES
-            gIoU 0.21 against 0.13 and 0.29) and the LM head alone learns the answer text poorly.
+            detached for the logits), so the text loss cannot shape the states a head reads. An option for
+            experiments at the tiny scale, not LISA's recipe (docs/benchmarks.md has what it was measured to do).
         share_image_prefix: run the tokens up to the last image token once per *image* rather than once
             per conversation, when several conversations of a batch share an image (LISA asks up to
             three questions per image, each its own conversation, spec seg_token_family.md §1.3). With
@@ -211,6 +209,29 @@ class LlavaLMM(nn.Module):
     def image_grid(self) -> tuple[int, int]:
         v = self.model.config.vision_config
         return v.image_size // v.patch_size, v.image_size // v.patch_size
+
+    @property
+    def image_token_frame(self) -> ImageTokenFrame:
+        """The frame of every image's tokens: LLaVA's fixed square grid over its vision input.
+
+        Raises when the image tokens are not one per grid cell (a CLS token kept by
+        ``vision_feature_select_strategy='full'``): per-token maps cannot be placed on the image then.
+        """
+        v = self.model.config.vision_config
+        grid = self.image_grid
+        if grid[0] * grid[1] != self.num_image_tokens:
+            raise ValueError(f"the backbone gives {self.num_image_tokens} image tokens, not one per cell of its "
+                             f"{grid[0]}x{grid[1]} patch grid (a CLS token? use vision_feature_select_strategy="
+                             "'default')")
+        return ImageTokenFrame(grid=grid, input_size=int(v.image_size), aspect=self.image_aspect)
+
+    def image_token_frames(self, sizes: Sequence[tuple[int, int]]) -> list[Optional[ImageTokenFrame]]:
+        """Per image (original ``(H, W)``), its :class:`ImageTokenFrame`; None where there is no per-token grid."""
+        try:
+            frame = self.image_token_frame
+        except ValueError:
+            frame = None
+        return [frame] * len(sizes)
 
     @property
     def device(self) -> torch.device:
@@ -441,40 +462,69 @@ class LlavaLMM(nn.Module):
     @torch.no_grad()
     def generate(
         self,
-        input_ids: torch.Tensor,
+        prompts: Sequence[Sequence[int]],
         image_feats: torch.Tensor,
+        image_index: torch.Tensor,
         max_new_tokens: int = 32,
-        extra_embeds: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-    ) -> tuple[list[int], torch.Tensor]:
-        """Greedy decoding of one conversation (``input_ids`` ``[L]``, image features ``[1, Np, D]``).
+        extra_embeds: Optional[Sequence[Optional[tuple[torch.Tensor, torch.Tensor]]]] = None,
+    ) -> list[list[int]]:
+        """Greedy decoding of a batch of conversations at once.
 
-        Returns the generated ids and ``[T, D]`` hidden states, where row ``t`` is the state that
-        predicted generated token ``t`` (the position *before* it: the ``[SEG]`` convention of
-        spec §1.9). Decoding stops at EOS. ``extra_embeds``: ``(positions [L] bool, values [K, D])``
-        written into the prompt (see :meth:`embed`).
+        The prompts are left-padded to a common length, with position ids counted from each prompt's
+        first token, so every conversation is decoded as it would be alone (up to float rounding); a
+        conversation stops at EOS (kept in its output) or at ``max_length`` tokens, the batch when all
+        have stopped or after ``max_new_tokens`` steps.
+
+        Args:
+            prompts: ``C`` token-id lists with the image placeholder expanded (:meth:`encode`, no answer).
+            image_feats: ``[B, Np, D]``; image_index: ``[C]`` image of each conversation.
+            extra_embeds: per conversation ``(positions [L_c] bool, values [K_c, D])`` written into its
+                prompt (see :meth:`embed`), or None.
+        Returns:
+            Per conversation, the generated ids.
         """
+        n = len(prompts)
+        if n == 0:
+            return []
+        dev = self.device
+        L = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((n, L), pad, dtype=torch.long, device=dev)
+        attn = torch.zeros((n, L), dtype=torch.long, device=dev)
+        pos = torch.zeros((n, L), dtype=torch.bool, device=dev)
+        values = []
+        for c, p in enumerate(prompts):
+            ids[c, L - len(p):] = torch.as_tensor(list(p), dtype=torch.long, device=dev)
+            attn[c, L - len(p):] = 1
+            if extra_embeds is not None and extra_embeds[c] is not None:
+                where, vals = extra_embeds[c]
+                pos[c, L - len(p):] = where.to(dev)
+                values.append(vals)
+        extra = (pos, torch.cat(values, 0)) if values else None
+        embeds = self.embed(ids, image_feats, image_index.to(dev), extra)
         lm = self.model.model.language_model
-        ids = input_ids[None]
-        if extra_embeds is not None:
-            extra_embeds = (extra_embeds[0].reshape(1, -1), extra_embeds[1])
-        embeds = self.embed(ids, image_feats, torch.zeros(1, dtype=torch.long, device=ids.device), extra_embeds)
-        out = lm(inputs_embeds=embeds, use_cache=True)
-        past = out.past_key_values
-        h = out.last_hidden_state[:, -1]
-        generated: list[int] = []
-        states = []
+        positions = (attn.cumsum(-1) - 1).clamp(min=0)
+        out = lm(inputs_embeds=embeds, attention_mask=attn, position_ids=positions, use_cache=True)
+        past, h = out.past_key_values, out.last_hidden_state[:, -1]
+        lengths = [len(p) for p in prompts]
+        generated: list[list[int]] = [[] for _ in range(n)]
+        done = [False] * n
         eos = self.tokenizer.eos_token_id
         for _ in range(max_new_tokens):
-            nxt = int(self.model.lm_head(h).argmax(-1))
-            generated.append(nxt)
-            states.append(h[0])
-            if nxt == eos or ids.shape[1] + len(generated) >= self.max_length:
+            nxt = self.model.lm_head(h).argmax(-1)
+            for c, t in enumerate(nxt.tolist()):
+                if not done[c]:
+                    generated[c].append(t)
+                    done[c] = t == eos or lengths[c] + len(generated[c]) >= self.max_length
+            if all(done):
                 break
-            emb = self.model.get_input_embeddings()(torch.tensor([[nxt]], device=ids.device))
-            out = lm(inputs_embeds=emb, past_key_values=past, use_cache=True)
-            past = out.past_key_values
-            h = out.last_hidden_state[:, -1]
-        return generated, torch.stack(states, 0) if states else h.new_zeros(0, h.shape[-1])
+            attn = torch.cat([attn, attn.new_ones((n, 1))], 1)
+            positions = positions[:, -1:] + 1
+            emb = self.model.get_input_embeddings()(nxt[:, None])
+            out = lm(inputs_embeds=emb, attention_mask=attn, position_ids=positions, past_key_values=past,
+                     use_cache=True)
+            past, h = out.past_key_values, out.last_hidden_state[:, -1]
+        return generated
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode([i for i in ids if i != self.tokenizer.eos_token_id], skip_special_tokens=False)

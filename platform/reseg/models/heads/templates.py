@@ -1,4 +1,7 @@
-"""LISA's conversation template, question and answer lists (spec seg_token_family.md §1.6, §1.8)."""
+"""The conversation templates of the `[SEG]` family: LISA's question and answer lists (seg_token_family.md §1.6, §1.8).
+
+READ and AnchorSeg train and validate with exactly these (their official code copies LISA's).
+"""
 from __future__ import annotations
 
 #: ``llava_v1`` system prompt (spec §1.6).
