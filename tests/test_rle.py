@@ -18,6 +18,7 @@ from reseg.datasets import DatasetFormatError, MaskGroupsDataset
 from reseg.datasets.io import coco_segmentation_to_mask
 from reseg.evaluation.dump import load_predictions, record_to_prediction
 from reseg.masks.rle import decode_rle, encode_rle, encode_rles, rle_runs, rle_size
+from reseg.models.mask_sources.pool.proposers import PoolFileError, PoolFileWriter, PrecomputedProposer
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "rle_formats"
 
@@ -155,6 +156,41 @@ def fixture_masks() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     b = np.zeros((H, W), bool)
     b[0, 0] = b[4, 6] = b[2, 3] = True
     return a, b, np.zeros((H, W), bool), np.ones((H, W), bool)
+
+
+def test_pool_file_written_before_reads_back_and_is_written_identically(tmp_path):
+    a, b, c, d = fixture_masks()
+    path = FIXTURES / "pools.jsonl"
+    proposer = PrecomputedProposer(str(path))
+    image = np.zeros((H, W, 3), np.uint8)
+    masks, scores = proposer._propose_raw(image, {"image_id": 7})
+    assert np.array_equal(masks, np.stack([a, b, d])) and scores.tolist() == pytest.approx([0.9, 0.5, 0.25])
+    masks, scores = proposer._propose_raw(image, {"image_id": "img_b"})
+    assert np.array_equal(masks, c[None]) and scores is None
+    masks, _ = proposer._propose_raw(image, {"image_id": 9})
+    assert masks.shape == (0, H, W)
+    # the same pools written today: the same bytes
+    out = tmp_path / "pools.jsonl"
+    with PoolFileWriter(out, key="image_id", header={"proposer": {"type": "HandMade"}}) as writer:
+        writer.add(7, np.stack([a, b, d]), np.array([0.9, 0.5, 0.25]))
+        writer.add("img_b", c[None], None)
+        writer.add(9, np.zeros((0, H, W), bool), np.zeros(0))
+    assert out.read_bytes() == path.read_bytes()
+
+
+def test_pool_file_errors_name_the_line_and_the_mask(tmp_path):
+    lines = (FIXTURES / "pools.jsonl").read_text().splitlines()
+    rec = json.loads(lines[1])
+    rec["masks"][1]["counts"] = rec["masks"][1]["counts"][:-1]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join([lines[0], json.dumps(rec)]) + "\n")
+    proposer = PrecomputedProposer(str(bad))
+    with pytest.raises(PoolFileError, match=rf"{bad}, line 2: masks\[1\]: RLE runs add up to"):
+        proposer._propose_raw(np.zeros((H, W, 3), np.uint8), {"image_id": 7})
+    rec["masks"][1] = {"size": [W, H], "counts": "S1"}
+    bad.write_text("\n".join([lines[0], json.dumps(rec)]) + "\n")
+    with pytest.raises(PoolFileError, match=r"line 2: masks\[1\] has size \[7, 5\] but the line's size is \[5, 7\]"):
+        PrecomputedProposer(str(bad))._propose_raw(np.zeros((H, W, 3), np.uint8), {"image_id": 7})
 
 
 def test_prediction_dump_written_before_reads_back():
