@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from reseg.models.mask_sources import mask_tokenizer as mt
-from reseg.models.mask_sources.mask_tokenizer import (
+from reseg.models.mask_sources.pool.tokenizer import (
+    EMPTY_RULES,
+    RESIZE_MODES,
     MaskGeometry,
     MaskTokenizer,
     OpenClipEncoder,
@@ -20,6 +21,7 @@ from reseg.models.mask_sources.mask_tokenizer import (
     masked_average_pool,
     sincos_position_map,
 )
+from reseg.models.mask_sources.pool.tokenizer.encoders import open_clip_encoder, timm_encoder
 from reseg.registry import MASK_ENCODERS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,8 +100,8 @@ def test_pool_vanishing_mask_rules():
 def test_pool_empty_mask_is_zero_under_every_rule():
     masks = torch.zeros(2, 16, 16, dtype=torch.bool)
     masks[1, 4:8, 4:8] = True
-    for rule in mt.EMPTY_RULES:
-        for resize in mt.RESIZE_MODES:
+    for rule in EMPTY_RULES:
+        for resize in RESIZE_MODES:
             v = masked_average_pool(_grid_features() + 1, masks, empty=rule, resize=resize)
             assert torch.equal(v[0], torch.zeros(2)), (rule, resize)
             assert v[1, 1] == pytest.approx(1 + 1)
@@ -349,8 +351,8 @@ def test_real_encoders_fail_on_missing_files_before_building_anything(tmp_path, 
     def never(*args, **kwargs):
         raise AssertionError("a real encoder was built although its checkpoint is missing")
 
-    monkeypatch.setattr(mt, "_create_timm_model", never)
-    monkeypatch.setattr(mt, "_build_open_clip_visual", never)
+    monkeypatch.setattr(timm_encoder, "_create_timm_model", never)
+    monkeypatch.setattr(open_clip_encoder, "_build_open_clip_visual", never)
     monkeypatch.chdir(tmp_path)  # relative checkpoints/ paths resolve to nothing here
     with pytest.raises(FileNotFoundError) as e:
         MASK_ENCODERS.build(cfg.mask_tokenizer)

@@ -1,4 +1,4 @@
-"""Candidate-pool proposers (``reseg.models.mask_sources.proposers``) and ``tools/make_pools.py``.
+"""Candidate-pool proposers (``reseg.models.mask_sources.pool.proposers``) and ``tools/make_pools.py``.
 
 * :func:`postprocess_pool`: min area, greedy mask-IoU NMS in rank order, ordering, cap (hand-made masks);
 * :class:`BaseProposer`: input/output validation with errors that name the proposer class;
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from reseg.models.mask_sources.proposers import (
+from reseg.models.mask_sources.pool.proposers import (
     BaseProposer,
     MMDetProposer,
     PoolFileError,
@@ -226,6 +226,35 @@ def test_builtin_proposers_are_registered() -> None:
     assert PROPOSERS.get("SAMAutomaticProposer") is SAMAutomaticProposer
     assert PROPOSERS.get("MMDetProposer") is MMDetProposer
     assert PROPOSERS.get("PrecomputedProposer") is PrecomputedProposer
+
+
+def test_registry_locations_find_the_builtin_types_without_any_import() -> None:
+    """A fresh process with no plugin loaded finds the proposers and encoders through the registries'
+    ``locations`` alone (the modules named there exist and register them)."""
+    import subprocess
+    import sys
+
+    code = ("from reseg.registry import MASK_ENCODERS, PROPOSERS\n"
+            "print(PROPOSERS.get('PrecomputedProposer').__module__, MASK_ENCODERS.get('TimmEncoder').__module__)")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "RESEG_PLUGINS": ""},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["reseg.models.mask_sources.pool.proposers.precomputed",
+                   "reseg.models.mask_sources.pool.tokenizer.encoders.timm_encoder"]
+
+
+@pytest.mark.parametrize("old, new, name", [
+    ("reseg.models.mask_sources.proposers", "reseg.models.mask_sources.pool.proposers", "PoolFileWriter"),
+    ("reseg.models.mask_sources.mask_tokenizer", "reseg.models.mask_sources.pool.tokenizer", "MaskTokenizer"),
+])
+def test_pre_v2_module_paths_import_the_same_objects_with_a_deprecation_warning(
+        old: str, new: str, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import sys
+
+    monkeypatch.delitem(sys.modules, old, raising=False)  # import it afresh, and forget it afterwards
+    with pytest.warns(DeprecationWarning, match=rf"{old} moved to {new}"):
+        module = importlib.import_module(old)
+    assert getattr(module, name) is getattr(importlib.import_module(new), name)
 
 
 def test_describe_reports_type_settings_and_postprocessing() -> None:

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     from pycocotools.coco import COCO
 
     from reseg.datasets.safe_pickle import load_pickle
-    from reseg.evaluation.dump import decode_mask
+    from reseg.masks.rle import decode_rle
 
     root = os.path.join(args.refer_root, args.dataset)
     refs_file, inst_file = os.path.join(root, "refs(unc).p"), os.path.join(root, "instances.json")
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
                 sys.exit(f"error: {args.predictions}:{n}: query {d['query']!r} of image {image_id} is not a "
                          f"sentence of {refs_file}")
             kind, ann = sentence[key]
-            pred = decode_mask(d["mask_rle"]).astype(bool)
+            pred = decode_rle(d["mask_rle"], f"{args.predictions}:{n}: mask_rle")
             rows.append((kind, pred, coco.annToMask(coco.anns[ann]).astype(bool)))
             by_image[d["sample_id"]].append(pred)
     if not rows:

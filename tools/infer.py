@@ -244,7 +244,7 @@ def _run(args, jobs: list[dict], seg, generate: Optional[bool], partial: str, pr
 
     from reseg.api import as_rgb_image
     from reseg.engine.visualization import result_panel
-    from reseg.evaluation.dump import encode_mask
+    from reseg.masks.rle import encode_rle
     from reseg.fileio import atomic_write_bytes
 
     written = 0
@@ -281,7 +281,7 @@ def _run(args, jobs: list[dict], seg, generate: Optional[bool], partial: str, pr
                         _, buf = cv2.imencode(".png", panel[..., ::-1])
                         atomic_write_bytes(os.path.join(args.out_dir, overlay_rel), buf.tobytes())
                     line = dict(image=j["image"], query=r.query, query_index=qi, exists=r.exists, score=r.score,
-                                text=r.text, mask_rle=encode_mask(r.mask), mask_png=mask_rel,
+                                text=r.text, mask_rle=encode_rle(r.mask), mask_png=mask_rel,
                                 overlay_png=overlay_rel)
                     if j["line"] is not None:
                         line["input_line"] = j["line"]

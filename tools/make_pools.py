@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     from reseg.cfg_options import describe_rewrites, merge_cfg_options
     from reseg.evaluation import PoolOracleMetric
     from reseg.evaluation.dump import build_dataset
-    from reseg.models.mask_sources.proposers import PoolFileWriter
+    from reseg.models.mask_sources.pool.proposers import PoolFileWriter
     from reseg.registry import PROPOSERS
 
     pcfg = Config.fromfile(args.proposer_config)

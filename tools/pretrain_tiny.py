@@ -93,7 +93,8 @@ def parse_args(argv=None):
 def load_objects(data_root: str):
     """Images and all object masks of the synthetic REFER train split (COCO format)."""
     import cv2
-    from pycocotools import mask as mask_utils
+
+    from reseg.datasets.io import coco_segmentation_to_mask
 
     ann_file = os.path.join(data_root, "refer_seg", "synthref", "instances.json")
     img_dir = os.path.join(data_root, "refer_seg", "images", "synthref")
@@ -116,9 +117,7 @@ def load_objects(data_root: str):
         img = cv2.imread(os.path.join(img_dir, im["file_name"]))[..., ::-1].copy()
         ms, ls = [], []
         for a in anns[im["id"]]:
-            seg = a["segmentation"]
-            rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w)) if isinstance(seg, list) else seg
-            m = mask_utils.decode(rle).astype(bool)
+            m = coco_segmentation_to_mask(a["segmentation"], h, w)
             if m.sum() >= 16:
                 ms.append(m)
                 synth = a.get("synth", {})

@@ -131,7 +131,7 @@ class DemoApp:
     def segment(self, payload: Any) -> dict[str, Any]:
         """Answer one ``POST /api/segment`` body (a parsed JSON object)."""
         from reseg.engine.visualization import heatmap_overlay, pool_overlay, prediction_heatmaps, result_panel
-        from reseg.evaluation.dump import encode_mask
+        from reseg.masks.rle import encode_rle
 
         if not isinstance(payload, dict):
             raise DemoRequestError(f"the request body must be a JSON object, got {type(payload).__name__}")
@@ -181,7 +181,7 @@ class DemoApp:
             maps[f"pool of {len(cands)}, selected {selected}"] = png_data_url(pool_overlay(rgb, cands, selected))
         return dict(query=r.query, exists=bool(r.exists), score=r.score, text=r.text, seconds=seconds,
                     mask_png=png_data_url(r.mask), overlay_png=png_data_url(result_panel(rgb, r)),
-                    maps=maps, pool=pool, mask_rle=encode_mask(r.mask))
+                    maps=maps, pool=pool, mask_rle=encode_rle(r.mask))
 
 
 def page_html() -> bytes:

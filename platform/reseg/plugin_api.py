@@ -75,9 +75,9 @@ _LAZY_EXPORTS: dict[str, str] = {
     # loaders (docs/own_data.md "write your own loader")
     "ResegDataset": "reseg.datasets.base:ResegDataset",
     # candidate pools (docs/proposers.md): proposers and mask encoders
-    "BaseProposer": "reseg.models.mask_sources.proposers:BaseProposer",
-    "Proposals": "reseg.models.mask_sources.proposers:Proposals",
-    "MaskEncoder": "reseg.models.mask_sources.mask_tokenizer:MaskEncoder",
+    "BaseProposer": "reseg.models.mask_sources.pool.proposers.base:BaseProposer",
+    "Proposals": "reseg.models.mask_sources.pool.proposers.base:Proposals",
+    "MaskEncoder": "reseg.models.mask_sources.pool.tokenizer.encoders.base:MaskEncoder",
 }
 
 __all__ = [

@@ -151,8 +151,8 @@ for _kind in _PASSTHROUGH:
 # reseg's own kinds (no mmengine parent): the three parts of a ReasoningSegmentor and their pieces.
 LMMS = _child("lmm", None, ["reseg.models.lmm"])
 MASK_SOURCES = _child("mask_source", None, ["reseg.models.mask_sources"])
-PROPOSERS = _child("proposer", None, ["reseg.models.mask_sources"])
-MASK_ENCODERS = _child("mask_encoder", None, ["reseg.models.mask_sources"])
+PROPOSERS = _child("proposer", None, ["reseg.models.mask_sources.pool.proposers"])
+MASK_ENCODERS = _child("mask_encoder", None, ["reseg.models.mask_sources.pool.tokenizer"])
 HEADS = _child("head", None, [])
 
 #: Every registry by the kind name used in hooks, the CLI and error messages.

@@ -14,6 +14,9 @@ from typing import Any, Iterable, Mapping, Sequence, Union
 import cv2
 import numpy as np
 
+from reseg.masks import rle as rle_codec
+from reseg.masks.rle import encode_rle  # noqa: F401  (re-exported: reseg.datasets.encode_rle)
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -147,30 +150,23 @@ def coco_segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.
 
 
 def _coco_segmentation_to_mask(segmentation: Any, h: int, w: int) -> np.ndarray:
-    from pycocotools import mask as mask_utils
-
     if isinstance(segmentation, dict):
         if "counts" not in segmentation or "size" not in segmentation:
             raise DatasetFormatError(
                 f"RLE segmentation needs keys 'counts' and 'size', got {sorted(segmentation)}"
             )
-        rle = segmentation
-        size = [int(v) for v in rle["size"]] if isinstance(rle["size"], (list, tuple)) else rle["size"]
+        size = segmentation["size"]
+        size = [int(v) for v in size] if isinstance(size, (list, tuple)) else size
         if size != [h, w]:
             raise DatasetFormatError(
-                f"RLE segmentation has size {rle['size']} (height, width) but the image is {h}x{w}")
-        if isinstance(rle["counts"], list):
-            rle = mask_utils.frPyObjects(rle, h, w)
-        elif isinstance(rle["counts"], str):
-            rle = dict(rle, counts=rle["counts"].encode("ascii"))
-        m = mask_utils.decode(rle)
-        if m.ndim == 3:
-            m = m.any(axis=2)
-        return m.astype(bool)
+                f"RLE segmentation has size {segmentation['size']} (height, width) but the image is {h}x{w}")
+        return decode_rle(segmentation, "RLE segmentation")
     if not isinstance(segmentation, (list, tuple)):
         raise DatasetFormatError(
             f"segmentation must be a list of polygons or an RLE dict, got {type(segmentation).__name__}"
         )
+    from pycocotools import mask as mask_utils
+
     polys = []
     for k, p in enumerate(segmentation):
         try:
@@ -285,93 +281,15 @@ def resolve_under(root: Path, path: PathLike) -> Path:
     return p
 
 
-# -- COCO RLE (MaskGroups-HQ pools) -----------------------------------------------------------------
-
-
-def _rle_string_runs(counts: str) -> list[int]:
-    """The run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``, re-derived).
-
-    Each run is a little-endian base-32 number stored in characters offset by 48: 5 value bits per
-    character, bit 0x20 = "more characters follow", bit 0x10 of the last character = sign. From the
-    third run on, the stored value is the difference to the run two places earlier.
-    """
-    runs: list[int] = []
-    p, n = 0, len(counts)
-    while p < n:
-        x = k = 0
-        more = True
-        while more:
-            if p >= n:
-                raise ValueError("truncated run")
-            c = ord(counts[p]) - 48
-            if not 0 <= c < 64:
-                raise ValueError(f"character {counts[p]!r} outside the RLE alphabet")
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(runs) > 2:
-            x += runs[-2]
-        runs.append(x)
-    return runs
+# -- COCO RLE (MaskGroups-HQ pools, own-data objects): reseg.masks.rle with this module's errors ------
 
 
 def rle_size(rle: Any, where: str) -> tuple[int, int]:
     """``(h, w)`` of a COCO RLE dict, checked; a :class:`DatasetFormatError` naming ``where`` otherwise."""
-    if not isinstance(rle, Mapping):
-        raise DatasetFormatError(f"{where}: expected a COCO RLE dict {{size, counts}}, got {type(rle).__name__}")
-    size = require_key(rle, "size", where, "[height, width]")
-    require_key(rle, "counts", where, "an RLE string or a list of run lengths")
-    if (not isinstance(size, (list, tuple)) or len(size) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
-        raise DatasetFormatError(f"{where}: RLE 'size' must be [height, width] (positive ints), got {size!r}")
-    return int(size[0]), int(size[1])
+    return rle_codec.rle_size(rle, where, DatasetFormatError)
 
 
 def decode_rle(rle: Any, where: str) -> np.ndarray:
-    """Decode one COCO RLE dict to an ``[h, w] bool`` mask at its own ``size``.
-
-    ``counts`` may be a compressed string (or bytes) or a list of run lengths. The runs must add up to
-    ``h * w`` (pycocotools does not check this and would return garbage); otherwise, or for any other
-    malformed RLE, a :class:`DatasetFormatError` names ``where``.
-    """
-    h, w = rle_size(rle, where)
-    counts = rle["counts"]
-    try:
-        if isinstance(counts, bytes):
-            counts = counts.decode("ascii")
-        if isinstance(counts, str):
-            runs = _rle_string_runs(counts)
-        elif isinstance(counts, (list, tuple)):
-            runs = [int(v) for v in counts]
-        else:
-            raise ValueError(f"'counts' must be a string or a list, got {type(counts).__name__}")
-    except (ValueError, UnicodeDecodeError) as err:
-        raise DatasetFormatError(f"{where}: malformed RLE counts ({err})") from None
-    if any(r < 0 for r in runs) or sum(runs) != h * w:
-        raise DatasetFormatError(
-            f"{where}: RLE runs add up to {sum(runs)} pixels (negative runs: {any(r < 0 for r in runs)}), "
-            f"but 'size' {[h, w]} has {h * w}"
-        )
-    if isinstance(counts, str):
-        return coco_segmentation_to_mask({"size": [h, w], "counts": counts}, h, w)
-    flat = np.zeros(h * w, dtype=bool)
-    pos = 0
-    for j, r in enumerate(runs):
-        if j % 2:
-            flat[pos:pos + r] = True
-        pos += r
-    return flat.reshape(w, h).T  # COCO RLE is column-major
-
-
-def encode_rle(mask: np.ndarray) -> dict[str, Any]:
-    """``{'size': [h, w], 'counts': str}``: the compressed COCO RLE of an ``[h, w]`` mask (JSON-ready)."""
-    from pycocotools import mask as mask_utils
-
-    m = np.asfortranarray(np.asarray(mask, dtype=np.uint8))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*copy keyword.*", category=DeprecationWarning)
-        rle = mask_utils.encode(m)
-    return {"size": [int(m.shape[0]), int(m.shape[1])], "counts": rle["counts"].decode("ascii")}
+    """Decode one COCO RLE dict to an ``[h, w] bool`` mask at its own ``size``
+    (:func:`reseg.masks.rle.decode_rle`); a malformed RLE is a :class:`DatasetFormatError` naming ``where``."""
+    return rle_codec.decode_rle(rle, where, DatasetFormatError)

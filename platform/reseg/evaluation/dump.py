@@ -33,6 +33,7 @@ from mmengine.hooks import Hook
 
 from reseg.evaluation.functional import binarize_stack
 from reseg.fileio import iter_json_objects
+from reseg.masks.rle import decode_rle, encode_rle
 from reseg.registry import HOOKS
 from reseg.structures import QueryPrediction, Sample
 
@@ -48,43 +49,16 @@ def meta_path(path: str) -> str:
     return path + ".meta.json"
 
 
-# -- masks <-> COCO RLE ----------------------------------------------------------------------------
+# -- masks <-> COCO RLE (reseg.masks.rle) -----------------------------------------------------------
 
-def encode_mask(mask: np.ndarray) -> dict[str, Any]:
-    """COCO RLE of a ``[H, W] bool`` mask (pycocotools; Fortran-order uint8), JSON-ready.
-
-    Returns:
-        ``{"size": [H, W], "counts": str}``.
-    """
-    from pycocotools import mask as mask_utils
-
-    m = np.asarray(mask, dtype=bool)
-    if m.ndim != 2:
-        raise ValueError(f"encode_mask expects a [H, W] mask, got shape {m.shape}.")
-    rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
-    counts = rle["counts"]
-    return {
-        "size": [int(rle["size"][0]), int(rle["size"][1])],
-        "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
-    }
+#: ``{"size": [H, W], "counts": str}`` of a ``[H, W]`` mask: the codec every mask file uses.
+encode_mask = encode_rle
 
 
-def decode_mask(rle: Mapping[str, Any]) -> np.ndarray:
-    """``[H, W] bool`` from a COCO RLE (``counts`` as str or bytes, or an uncompressed list)."""
-    from pycocotools import mask as mask_utils
-
-    if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
-        raise ValueError(f"a mask RLE must be {{'size': [H, W], 'counts': ...}}, got {rle!r:.80}.")
-    h, w = (int(v) for v in rle["size"])
-    counts = rle["counts"]
-    if isinstance(counts, list):  # uncompressed RLE
-        rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
-    elif isinstance(counts, str):
-        rle = {"size": [h, w], "counts": counts.encode("ascii")}
-    with warnings.catch_warnings():
-        # pycocotools' decode trips numpy 2's __array__(copy=...) deprecation; harmless.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return mask_utils.decode(rle).astype(bool)
+def decode_mask(rle: Mapping[str, Any], where: str = "mask RLE") -> np.ndarray:
+    """``[H, W] bool`` from a COCO RLE (``counts`` as str or bytes, or an uncompressed list); a
+    malformed RLE is a ``ValueError`` naming ``where``."""
+    return decode_rle(rle, where)
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -279,19 +253,19 @@ def record_to_prediction(
     h, w = size
     if record is None:
         return QueryPrediction(masks=np.zeros((0, h, w), dtype=bool))
+    where = f"sample {record.get('sample_id')!r}, query {record.get('query_index')}"
     rle = record.get("mask_rle")
-    union = decode_mask(rle) if rle is not None else np.zeros((h, w), dtype=bool)
+    union = decode_mask(rle, f"{where}: mask_rle") if rle is not None else np.zeros((h, w), dtype=bool)
     if tuple(union.shape) != (h, w):
         raise ValueError(
-            f"sample {record.get('sample_id')!r}, query {record.get('query_index')}: the dumped "
-            f"mask is {tuple(union.shape)} but the image is {(h, w)}."
+            f"{where}: the dumped mask is {tuple(union.shape)} but the image is {(h, w)}."
         )
     num = record.get("num_masks")
     num = (0 if rle is None else 1) if num is None else int(num)
     if num == 0:
         masks = np.zeros((0, h, w), dtype=bool)
     elif record.get("first_mask_rle") is not None:
-        masks = np.stack([decode_mask(record["first_mask_rle"]), union])
+        masks = np.stack([decode_mask(record["first_mask_rle"], f"{where}: first_mask_rle"), union])
     else:
         masks = union[None]
     selected = record.get("selected")
