@@ -233,3 +233,31 @@ def test_a_v1_head_is_refused_with_the_way_to_v2():
                 return []
     with pytest.raises(ImportError, match="BatchContext was the head contract v1"):
         from reseg.models.head import BatchContext  # noqa: F401
+
+
+def test_a_dumped_selection_from_the_models_own_pool_rescores_as_in_process(tmp_path):
+    """The dump keeps which pool a selection indexes; re-scoring a selection from a pool the model
+    proposed itself scores what the model answered, not the dataset pool's candidates at those indices."""
+    from reseg.evaluation.dump import PredictionDumper, record_to_prediction
+    from reseg.evaluation.metrics import ORESMetric
+
+    h, w = 8, 8
+    target = np.zeros((1, h, w), bool)
+    target[0, :4] = True
+    dataset_pool = np.stack([~target[0], target[0]])
+    model_pool = np.stack([target[0], ~target[0]])
+    s = Sample(image=np.zeros((h, w, 3), np.uint8), task="ores", candidate_masks=dataset_pool,
+               meta=dict(sample_id="s0"), queries=[Query(text="top", masks=target)])
+    pred = QueryPrediction(masks=model_pool[[0]], selected=[0], pool=model_pool)
+    dumper = PredictionDumper(str(tmp_path / "p.jsonl"))
+    rec = dumper.encode_sample(s, dict(sample_id="s0", predictions=[pred]))[0]
+    assert rec["selected_pool"] == "model" and rec["selected"] == [0]
+    back = record_to_prediction(rec, (h, w))
+    scores = {}
+    for name, p in (("in process", pred), ("re-scored", back)):
+        metric = ORESMetric()
+        metric.process({"samples": [s]}, [dict(sample_id="s0", predictions=[p])])
+        scores[name] = metric.evaluate(1)["ores/gIoU"]
+    assert scores == {"in process": 1.0, "re-scored": 1.0}
+    own = QueryPrediction(masks=dataset_pool[[1]], selected=[1], pool=dataset_pool.copy())
+    assert dumper.encode_sample(s, dict(sample_id="s0", predictions=[own]))[0]["selected_pool"] == "dataset"

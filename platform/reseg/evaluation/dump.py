@@ -15,7 +15,7 @@ A line (:meth:`PredictionDumper.encode_sample`)::
      "query_index": 0, "query": "the man on the left",
      "mask_rle": {"size": [H, W], "counts": "..."}, "first_mask_rle": null, "num_masks": 1,
      "threshold": 0.0, "inclusive_threshold": false,
-     "exists": true, "text": "", "selected": null, "scores": [0.93]}
+     "exists": true, "text": "", "selected": null, "selected_pool": null, "scores": [0.93]}
 
 Next to ``preds.jsonl`` the hook writes ``preds.jsonl.meta.json``: the format version, the
 threshold, the config file, checkpoint, test dataset and evaluator configs and the metrics'
@@ -147,6 +147,7 @@ class PredictionDumper:
                     "exists": bool(pred.exists),
                     "text": str(pred.text or ""),
                     "selected": None if pred.selected is None else [int(i) for i in pred.selected],
+                    "selected_pool": _selected_pool(pred, sample),
                     "scores": _float_list(pred.scores),
                 }
             )
@@ -240,6 +241,18 @@ def load_predictions(path: str) -> PredictionTable:
     return table
 
 
+def _selected_pool(pred: QueryPrediction, sample: Sample) -> Optional[str]:
+    """Which pool a selection indexes: ``'dataset'`` (the sample's own candidates) or ``'model'`` (a pool
+    the model proposed itself, which the dump does not keep); None without a selection."""
+    if pred.selected is None:
+        return None
+    own = sample.candidate_masks
+    if pred.pool is None or (own is not None and np.shape(own) == np.shape(pred.pool)
+                             and np.array_equal(np.asarray(own, dtype=bool), np.asarray(pred.pool, dtype=bool))):
+        return "dataset"
+    return "model"
+
+
 def record_to_prediction(
     record: Optional[Mapping[str, Any]], size: tuple[int, int]
 ) -> QueryPrediction:
@@ -269,12 +282,19 @@ def record_to_prediction(
     else:
         masks = union[None]
     selected = record.get("selected")
+    selected = None if selected is None else [int(i) for i in selected]
+    pool = None
+    if selected and record.get("selected_pool") == "model":
+        # the model selected from its own pool, which the dump does not keep: a stand-in pool whose
+        # selected entries are the dumped union, so scoring the selection scores what the model answered
+        pool = np.broadcast_to(union, (max(selected) + 1, h, w))
     return QueryPrediction(
         masks=masks,
         scores=None if record.get("scores") is None else np.asarray(record["scores"], np.float32),
         exists=bool(record.get("exists", True)),
         text=str(record.get("text") or ""),
-        selected=None if selected is None else [int(i) for i in selected],
+        selected=selected,
+        pool=pool,
     )
 
 
