@@ -1,6 +1,6 @@
 """Shared fixtures.
 
-``synth_root``: a small synthetic benchmark (``reseg.datasets.synthetic``) generated once per test
+``synth_root``: a small synthetic benchmark (``reseg.datasets.synthref``) generated once per test
 session into a temporary folder, laid out like the real datasets::
 
     <synth_root>/refer_seg/{synthref/{instances.json, refs(unc).p}, images/synthref/*.jpg}
@@ -33,8 +33,8 @@ SYNTH_SEED = 0
 
 
 def make_synth_config(seed: int = SYNTH_SEED, **overrides):
-    """The :class:`~reseg.datasets.synthetic.SynthRefConfig` of the session benchmark."""
-    from reseg.datasets.synthetic import SynthRefConfig
+    """The :class:`~reseg.datasets.synthref.SynthRefConfig` of the session benchmark."""
+    from reseg.datasets.synthref import SynthRefConfig
 
     kwargs = dict(seed=seed, refer_counts=dict(SYNTH_REFER_COUNTS), reason_counts=dict(SYNTH_REASON_COUNTS),
                   gref_counts=dict(SYNTH_GREF_COUNTS), fp_counts=dict(SYNTH_FP_COUNTS),
@@ -47,7 +47,7 @@ def make_synth_config(seed: int = SYNTH_SEED, **overrides):
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Root of a small synthetic benchmark in the real REFER, ReasonSeg, gRefCOCO, FP-RefCOCO and
     MaskGroups layouts (read-only)."""
-    from reseg.datasets.synthetic import generate_synthref
+    from reseg.datasets.synthref import generate_synthref
 
     root = tmp_path_factory.mktemp("synthref")
     generate_synthref(root, make_synth_config())

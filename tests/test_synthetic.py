@@ -10,7 +10,7 @@ import pytest
 
 from reseg.datasets.io import coco_segmentation_to_mask, labelme_shapes_to_mask, read_json
 from reseg.datasets.safe_pickle import load_pickle
-from reseg.datasets.synth_language import (
+from reseg.datasets.synthref.language import (
     RefExpr,
     ReasonRule,
     candidate_rules,
@@ -21,7 +21,7 @@ from reseg.datasets.synth_language import (
     rule_target,
     rule_texts,
 )
-from reseg.datasets.synth_scene import (
+from reseg.datasets.synthref.scene import (
     KINDS,
     Scene,
     SceneObject,
@@ -32,7 +32,7 @@ from reseg.datasets.synth_scene import (
     sample_scene,
     shape_vertices,
 )
-from reseg.datasets.synthetic import GENERATOR_VERSION, META_FILE, SynthRefConfig, generate_synthref
+from reseg.datasets.synthref import GENERATOR_VERSION, META_FILE, SynthRefConfig, generate_synthref
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@
         --fp-train 10 --fp-val 5 --fp-testA 0 --fp-testB 0 --mg-train 10 --mg-validation 5
 
 A count of 0 skips that split (all four of a REFER-layout family at 0: no files for it). Same seed and
-counts => byte-identical files. See reseg.datasets.synthetic for the layout.
+counts => byte-identical files. See reseg.datasets.synthref for the layout.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-from reseg.datasets.synthetic import SynthRefConfig, generate_synthref
+from reseg.datasets.synthref import SynthRefConfig, generate_synthref
 
 REFER_SPLITS = ("train", "val", "testA", "testB")
 

@@ -30,7 +30,7 @@ synthetic REFER *train* split (COCO ``instances.json``; no query text, no valida
   instruction-tuned with text answers, a stand-in for LLaVA-1.5, which LISA starts from: referring
   questions in LISA's question templates answered with the referred object's colour and shape in
   LISA's answer templates (``"Sure, it is red circle."`` where LISA later says ``"Sure, it is
-  [SEG]."``), plus scene VQA (:mod:`reseg.datasets.synth_vqa`) -> ``<out>/llava_tiny.pth``;
+  [SEG]."``), plus scene VQA (:mod:`reseg.datasets.synthref.vqa`) -> ``<out>/llava_tiny.pth``;
   ``--llava-copy-share`` answers that share of the referring questions by repeating the expression
   instead. Load it with ``--cfg-options model.lmm.tiny.checkpoint=<out>/llava_tiny.pth``. It was
   meant to give tiny LISA question-dependent ``[SEG]`` states, as a pretrained LLaVA has; measured
@@ -229,7 +229,7 @@ def train_sam(args, images, masks, labels) -> None:
     src = MASK_SOURCES.build(cfg)
     sam = src.sam
     S = src.image_size
-    from reseg.datasets.synth_scene import COLOURS, KINDS
+    from reseg.datasets.synthref.scene import COLOURS, KINDS
 
     colours, kinds = list(COLOURS), list(KINDS)
     grid = src.embedding_size[0]
@@ -359,7 +359,7 @@ def patch_labels(image_shape, masks, labels, lmm, colours, kinds) -> tuple[np.nd
 def train_vision(args, images, masks, labels) -> None:
     from mmengine.config import Config
 
-    from reseg.datasets.synth_scene import COLOURS, KINDS
+    from reseg.datasets.synthref.scene import COLOURS, KINDS
     from reseg.registry import LMMS
 
     out_file = os.path.join(args.out, "vision_tiny.pth")

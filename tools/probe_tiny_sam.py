@@ -46,7 +46,7 @@ from mmengine.config import DictAction
 from pretrain_tiny import clipped_step, probe_setup, refer_splits  # tools/ is on sys.path when run as a script
 
 #: Words that put a synthetic expression in a category (the phrasings of
-#: ``reseg.datasets.synth_language``: "the star left of the red circle", "the circle above the star",
+#: ``reseg.datasets.synthref.language``: "the star left of the red circle", "the circle above the star",
 #: "the leftmost shape", "the shape furthest to the left", "the upper square", "the big star").
 RELATION_WORDS = ("of", "above", "below", "under")
 POSITION_WORDS = ("left", "right", "top", "bottom", "upper", "lower", "highest", "lowest")
