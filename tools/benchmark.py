@@ -11,7 +11,7 @@
   ``parse_losses``, ``OptimWrapper`` with clipping, parameter schedulers) against a bare PyTorch loop
   over the same model, optimizer, clipping and dataloader (forward, sum of the ``loss*`` terms,
   backward, clip, step, zero_grad; nothing else). Timed as bare, platform, bare in one process; the
-  ratio is platform / mean(bare). Target <= 1.05 (issue 8).
+  ratio is platform / mean(bare). Target <= 1.05.
 * ``memory``: each variant (a set of config overrides, e.g. gradient checkpointing or LoRA) runs in
   a fresh process, so its peak resident memory (``ru_maxrss``; a CPU process cannot reset it) is its
   own; it reports peak RSS, the RSS growth during training steps, trainable parameters and the
@@ -20,7 +20,7 @@
   machine's measured fp32 matmul FLOP/s, their ratio (model FLOP utilisation) and where a step's
   time goes (data, shared image encoders + tokenising, LLM, head/decoder + losses, backward, step).
 
-* ``ras``: RAS's single-pass selection against the autoregressive baseline (issue 6; anchorseg_ras.md
+* ``ras``: RAS's single-pass selection against the autoregressive baseline (anchorseg_ras.md
   §2.2: 0.56 s vs 2.13 s, a 3.8x ratio, in the paper). Both models answer the same validation queries
   with the same pool of exactly N candidates per image (the dataset's pool, padded with shifted copies
   of its own masks and cut to N, seeded); per query, the wall time of ``model.predict`` on one image
@@ -47,7 +47,7 @@ from typing import Any, Optional
 import torch
 from mmengine.config import Config, DictAction
 
-#: The switches ``memory`` measures when no ``--variant`` is given (issue 8's memory presets that a
+#: The switches ``memory`` measures when no ``--variant`` is given (the memory presets that a
 #: CPU can show; bf16 and ZeRO need CUDA).
 DEFAULT_VARIANTS = {
     "as configured": [],

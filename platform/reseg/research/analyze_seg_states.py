@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """Diagnose a [SEG]-family model: do its mask-token states depend on the query? Is its SAM good?
 
-    python tools/analyze_seg_states.py CONFIG CHECKPOINT|none [--images 4] [--sam-point-check 40]
+    python tools/research/analyze_seg_states.py CONFIG CHECKPOINT|none [--images 4] [--sam-point-check 40]
 
 * ``[SEG]`` similarity: for the first ``--images`` validation images, the mean pairwise cosine
   similarity of the ``[SEG]`` hidden states (and of their projections) over all queries. Values
