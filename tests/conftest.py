@@ -23,6 +23,12 @@ from pathlib import Path
 
 import pytest
 
+from reseg.plugins import load_plugins
+
+# The test session is an entry point like tools/*.py: load the plugins (the built-in heads) once, so
+# tests may build any model straight from the registries.
+load_plugins()
+
 #: Images per split of the session benchmark (small: generation takes about a second).
 SYNTH_REFER_COUNTS = {"train": 16, "val": 6, "testA": 4, "testB": 4}
 SYNTH_REASON_COUNTS = {"train": 8, "val": 8, "test": 4}

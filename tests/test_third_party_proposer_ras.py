@@ -23,8 +23,11 @@ PROBE = textwrap.dedent(
     import numpy as np
     import torch
     from tiny import tiny_lmm_cfg
+    from reseg.plugins import load_plugins
     from reseg.registry import MODELS
     from reseg.structures import Query, Sample
+
+    load_plugins()
 
     lmm = tiny_lmm_cfg({tok!r}, lora=None, trainable_modules="all")
     cfg = dict(type="ReasoningSegmentor", lmm=lmm, head=dict(type="RASHead"),

@@ -47,9 +47,11 @@ def main(argv=None) -> int:
     DefaultScope.get_instance("analyze_seg_states", scope_name="reseg")
     import reseg.datasets  # noqa: F401
     from reseg.engine.checkpoint import load_checkpoint_file
+    from reseg.plugins import load_plugins
     from reseg.registry import DATASETS, MODELS
     from reseg_lisa.head import seg_token_states
 
+    load_plugins()  # the heads are plugins
     model = MODELS.build(cfg.model)
     if args.checkpoint != "none":
         missing, unexpected = model.load_state_dict(load_checkpoint_file(args.checkpoint)["state_dict"], strict=False)
