@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from reseg_ras import functional as RF
+from script_runner import run_script
 from tiny import ras_model_cfg, tiny_lmm_cfg, tiny_tokenizer_cfg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -380,9 +381,6 @@ def test_benchmark_ras_times_both_models_on_fixed_size_pools_and_splits_the_time
     not) and the tokens generated; the ratio is AR / RAS of the medians."""
     from mmengine.config import Config
 
-    sys.path.insert(0, str(REPO / "tools"))
-    import benchmark
-
     from reseg.engine.checkpoint import save_model_weights
     from reseg.plugins import load_plugins
     from reseg.registry import MODELS
@@ -399,9 +397,10 @@ def test_benchmark_ras_times_both_models_on_fixed_size_pools_and_splits_the_time
         ckpt = save_model_weights(MODELS.build(cfg.model), str(tmp_path / f"{name}.safetensors"))
         paths[name] = (str(tmp_path / f"{name}.py"), ckpt)
     out = tmp_path / "ras.jsonl"
-    assert benchmark.main(["ras", paths["ras"][0], "--checkpoint", paths["ras"][1], "--ar-config", paths["ar"][0],
-                           "--ar-checkpoint", paths["ar"][1], "--pool-sizes", "4", "9", "--queries", "3",
-                           "--warmup", "1", "--device", "cpu", "--out", str(out)]) == 0
+    assert run_script("tools/benchmark.py", [
+        "ras", paths["ras"][0], "--checkpoint", paths["ras"][1], "--ar-config", paths["ar"][0],
+        "--ar-checkpoint", paths["ar"][1], "--pool-sizes", "4", "9", "--queries", "3",
+        "--warmup", "1", "--device", "cpu", "--out", str(out)]) == 0
     res = json.loads(out.read_text().splitlines()[-1])
     assert res["queries"] == 3 and set(res["results"]) == {"4", "9"}
     for row in res["results"].values():

@@ -1,6 +1,6 @@
 # Tiny LISA as `make demo` trained it until the session of 2026-12-04 (third), and the base of the demo's
 # config since (configs/lisa/lisa_tiny-sam128_synthref.py: the same recipe on a pre-trained SAM; it also
-# names the architecture tools/pretrain_tiny.py pre-trains that SAM at). The tiny LISA config
+# names the architecture tools/research/pretrain_tiny.py pre-trains that SAM at). The tiny LISA config
 # (configs/lisa/lisa_tiny_synthref.py: same LLaVA classes, LISA head and mask losses, data and test
 # section) with the tiny-scale recipe measured in docs/benchmarks.md (issue 2, session of 2026-12-03):
 # * SAM: random weights, image encoder frozen, 128 px in 8 px patches (a 16 x 16 embedding grid), mask

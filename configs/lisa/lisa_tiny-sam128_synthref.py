@@ -3,7 +3,7 @@
 # 600 iterations) on a *pre-trained* tiny SAM whose image encoder and mask decoder are both frozen.
 #
 # The SAM comes from `make pretrain-demo`:
-#   tools/pretrain_tiny.py --config configs/lisa/lisa_tiny-rsam128_synthref.py --parts sam --steps 600 \
+#   tools/research/pretrain_tiny.py --config configs/lisa/lisa_tiny-rsam128_synthref.py --parts sam --steps 600 \
 #       --sam-aux-weight 2.0 --sam-attr-prompts --out data/tiny_models/sam128_attr
 # It is trained on the synthetic train split only (no query text, no validation data), encoder and
 # decoder, with point, box and attribute prompts: a learned colour and/or shape embedding as the sparse

@@ -6,7 +6,7 @@ _base_ = [
     "../_base_/schedules/cpu_tiny.py",
     "../_base_/default_runtime.py",
 ]
-# The tiny SAM and vision tower pre-trained on the synthetic train split (tools/pretrain_tiny.py),
+# The tiny SAM and vision tower pre-trained on the synthetic train split (tools/research/pretrain_tiny.py),
 # as SAM and CLIP arrive pretrained at real scale.
 model = dict(
     lmm=dict(tiny=dict(vision_checkpoint="data/tiny_models/vision_tiny.pth")),

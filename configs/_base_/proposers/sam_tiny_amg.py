@@ -1,4 +1,4 @@
-# The point-pretrained tiny SAM (tools/pretrain_tiny.py -> data/tiny_models/sam_tiny.pth) as an automatic
+# The point-pretrained tiny SAM (tools/research/pretrain_tiny.py -> data/tiny_models/sam_tiny.pth) as an automatic
 # mask proposer for the synthetic benchmark (`make pools`). SAM's automatic-mask-generator settings
 # (anchorseg_ras.md §2.4 A) with the thresholds of the tiny SAM, whose predicted-IoU head is weak: a
 # 8 x 8 point grid (SAM: 32 x 32) keeps it ~0.5 s an image on a CPU core (12 x 12: ~1 s, oracle cIoU
