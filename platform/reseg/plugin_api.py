@@ -54,11 +54,11 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 # cheap and never imports torch; import them inside your hook or your own head module.
 # Add an entry per public name: exported name -> "module:attribute".
 _LAZY_EXPORTS: dict[str, str] = {
-    # the head contract (DESIGN.md "Head")
+    # the head contract (docs/architecture.md, "Head")
     "BaseHead": "reseg.models.head:BaseHead",
     "BatchContext": "reseg.models.head:BatchContext",
     "Conversation": "reseg.models.head:Conversation",
-    # the records passed between parts (DESIGN.md "Sample")
+    # the records passed between parts (docs/architecture.md, "Sample")
     "Sample": "reseg.structures:Sample",
     "Query": "reseg.structures:Query",
     "QueryPrediction": "reseg.structures:QueryPrediction",
