@@ -1,4 +1,4 @@
-# Tiny LISA on the built-in synthetic benchmark: `make demo` trains and evaluates this on CPU.
+# Tiny LISA with LISA's own recipe on the synthetic benchmark: the base of the tiny configs.
 _base_ = [
     "../_base_/models/lisa_tiny.py",
     "../_base_/datasets/synthref_lisa.py",
