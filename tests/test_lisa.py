@@ -64,7 +64,7 @@ def test_generation_without_seg_gives_empty_prediction(model):
 
 
 def test_generation_budget_is_model_max_new_tokens(model, monkeypatch, tmp_path):
-    """``model.max_new_tokens`` reaches the head's generation (it used to be fixed at 32)."""
+    """``model.max_new_tokens`` reaches the head's generation."""
     seen = []
     real = model.lmm.generate
 

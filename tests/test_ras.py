@@ -356,7 +356,7 @@ def test_tiny_ras_trains_and_is_scored_on_ores_through_the_runner(synth_root, ti
 
 
 def test_visualisation_outlines_the_pool_and_fills_the_selected_group():
-    """issue 7: candidate pools with the selected group highlighted (the hook and tools/infer.py)."""
+    """Candidate pools with the selected group highlighted (the hook and tools/infer.py)."""
     from reseg.engine.visualization import CANDIDATE_COLOR, PRED_COLOR, overlay_panel, pool_overlay
 
     img = np.zeros((20, 30, 3), np.uint8)

@@ -72,7 +72,7 @@ def _final_val(work: Path) -> dict:
 
 def test_killed_run_resumes_exactly_as_if_it_had_not_been_killed(synth_root, tmp_path):
     """SIGKILL a real tools/train.py mid-iteration, --resume: the same weights and metrics as an
-    uninterrupted run (issue 8 "exact resume"); the work dir is protected without --resume."""
+    uninterrupted run (an exact resume); the work dir is protected without --resume."""
     work = tmp_path / "work"
     path = _resume_cfg(synth_root, tmp_path, work)
     proc = subprocess.Popen(_train_cmd(path), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,

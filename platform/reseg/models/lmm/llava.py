@@ -1,6 +1,6 @@
 """LLaVA-family LMM backbone (Hugging Face ``LlavaForConditionalGeneration``).
 
-Two scales, one class (DESIGN.md, "Two scales"):
+Two scales, one class (docs/architecture.md, "Two scales"):
 
 * ``pretrained='/path/to/llava-1.5-7b-hf'``: a local Hugging Face LLaVA directory (config, weights,
   tokenizer, image processor). Nothing is fetched from a hub.
