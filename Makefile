@@ -32,7 +32,7 @@ $(DATA)/synthref_meta.json: | venv
 data: $(DATA)/synthref_meta.json
 
 pretrain: data
-	$(VPY) tools/pretrain_tiny.py --data $(DATA) --out data/tiny_models
+	$(VPY) tools/research/pretrain_tiny.py --data $(DATA) --out data/tiny_models
 
 # Candidate pools for the pool-based method (RAS) on the splits that ship none (RES, GRES): the tiny SAM's
 # automatic masks, computed once per image (tools/make_pools.py; docs/proposers.md). ~0.5 s an image.
@@ -51,10 +51,10 @@ pools: $(POOLS)/synthref_train.jsonl $(POOLS)/synthref_val.jsonl $(POOLS)/grefco
 DEMO_PARTS ?= vision
 DEMO_SAM   ?= data/tiny_models/sam128_attr/sam_tiny.pth
 $(DEMO_SAM): | data
-	$(VPY) tools/pretrain_tiny.py --data $(DATA) --config configs/lisa/lisa_tiny-rsam128_synthref.py --parts sam \
+	$(VPY) tools/research/pretrain_tiny.py --data $(DATA) --config configs/lisa/lisa_tiny-rsam128_synthref.py --parts sam \
 		--steps 600 --sam-aux-weight 2.0 --sam-attr-prompts --out $(patsubst %/,%,$(dir $(DEMO_SAM)))
 pretrain-demo: data $(DEMO_SAM)
-	$(VPY) tools/pretrain_tiny.py --data $(DATA) --out data/tiny_models --parts $(DEMO_PARTS)
+	$(VPY) tools/research/pretrain_tiny.py --data $(DATA) --out data/tiny_models --parts $(DEMO_PARTS)
 
 # Train tiny LISA on CPU, evaluate on the validation splits, write metrics.json and overlays.
 # Re-running continues (--resume) instead of overwriting the run.

@@ -1,6 +1,6 @@
 """Shared fixtures.
 
-``synth_root``: a small synthetic benchmark (``reseg.datasets.synthetic``) generated once per test
+``synth_root``: a small synthetic benchmark (``reseg.datasets.synthref``) generated once per test
 session into a temporary folder, laid out like the real datasets::
 
     <synth_root>/refer_seg/{synthref/{instances.json, refs(unc).p}, images/synthref/*.jpg}
@@ -23,6 +23,12 @@ from pathlib import Path
 
 import pytest
 
+from reseg.plugins import load_plugins
+
+# The test session is an entry point like tools/*.py: load the plugins (the built-in heads) once, so
+# tests may build any model straight from the registries.
+load_plugins()
+
 #: Images per split of the session benchmark (small: generation takes about a second).
 SYNTH_REFER_COUNTS = {"train": 16, "val": 6, "testA": 4, "testB": 4}
 SYNTH_REASON_COUNTS = {"train": 8, "val": 8, "test": 4}
@@ -33,8 +39,8 @@ SYNTH_SEED = 0
 
 
 def make_synth_config(seed: int = SYNTH_SEED, **overrides):
-    """The :class:`~reseg.datasets.synthetic.SynthRefConfig` of the session benchmark."""
-    from reseg.datasets.synthetic import SynthRefConfig
+    """The :class:`~reseg.datasets.synthref.SynthRefConfig` of the session benchmark."""
+    from reseg.datasets.synthref import SynthRefConfig
 
     kwargs = dict(seed=seed, refer_counts=dict(SYNTH_REFER_COUNTS), reason_counts=dict(SYNTH_REASON_COUNTS),
                   gref_counts=dict(SYNTH_GREF_COUNTS), fp_counts=dict(SYNTH_FP_COUNTS),
@@ -47,7 +53,7 @@ def make_synth_config(seed: int = SYNTH_SEED, **overrides):
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Root of a small synthetic benchmark in the real REFER, ReasonSeg, gRefCOCO, FP-RefCOCO and
     MaskGroups layouts (read-only)."""
-    from reseg.datasets.synthetic import generate_synthref
+    from reseg.datasets.synthref import generate_synthref
 
     root = tmp_path_factory.mktemp("synthref")
     generate_synthref(root, make_synth_config())

@@ -81,7 +81,7 @@ def batch(kind: str, synth_root: Path) -> list:
     """The fixed batch of ``kind`` from the synthetic benchmark (test-mode loaders: no random draws)."""
     from reseg.datasets import (FPRefCOCODataset, GRefCOCODataset, MaskGroupsDataset, ReasonSegDataset,
                                 RefCOCODataset)
-    from reseg.datasets.synth_vqa import SynthVQADataset
+    from reseg.datasets.synthref.vqa import SynthVQADataset
 
     refer = synth_root / "refer_seg"
     if kind == "seg":
@@ -182,7 +182,7 @@ def make_synth(root: Path) -> Path:
     """The tests' session benchmark (``tests/conftest.py``), written to ``root``."""
     from conftest import make_synth_config
 
-    from reseg.datasets.synthetic import generate_synthref
+    from reseg.datasets.synthref import generate_synthref
 
     generate_synthref(root, make_synth_config())
     return root

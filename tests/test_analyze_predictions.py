@@ -2,15 +2,11 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import analyze_predictions as ap  # noqa: E402
+from reseg.tools import analyze_predictions as ap
 
 
 def test_mask_iou_and_the_empty_union_convention():

@@ -1,7 +1,6 @@
 """The inference API (``reseg.load_model`` / ``Segmenter``) and ``tools/infer.py`` on tiny models."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,6 +14,7 @@ import torch
 from mmengine.config import Config
 from PIL import Image
 
+from script_runner import run_script
 from tiny import tiny_model_cfg, write_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,13 +169,6 @@ def test_import_reseg_stays_cheap():
 
 
 # ---------------------------------------------------------------------------- tools/infer.py
-def _infer_module():
-    spec = importlib.util.spec_from_file_location("reseg_tools_infer", ROOT / "tools" / "infer.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def _decode(rle: dict) -> np.ndarray:
     import warnings
 
@@ -215,7 +208,6 @@ def test_infer_cli_on_one_image_writes_pngs_and_rle_matching_the_api(lisa):
 
 
 def test_infer_cli_on_jsonl_and_overwrite(lisa, monkeypatch):
-    infer = _infer_module()
     tmp = lisa["tmp"]
     (pa, a), (pb, b) = lisa["images"]
     monkeypatch.chdir(tmp)  # "a.png" is found from the current directory, "sub/../b.png" from the JSONL's
@@ -225,24 +217,24 @@ def test_infer_cli_on_jsonl_and_overwrite(lisa, monkeypatch):
                      + json.dumps({"image": "../b.png", "queries": ["the dog", "what is red?"]}) + "\n")
     out = tmp / "cli_jsonl"
     argv = [lisa["cfg"], lisa["ckpt"], "--input", str(jsonl), "--out-dir", str(out), "--batch-size", "2"]
-    assert infer.main(argv) == 0
+    assert run_script("tools/infer.py", argv) == 0
     seg = lisa["seg"]
     _check_outputs(out, [("a.png", "the red square", seg.segment(a, "the red square").mask),
                          ("../b.png", "the dog", seg.segment(b, "the dog").mask),
                          ("../b.png", "what is red?", seg.segment(b, "what is red?").mask)])
     before = (out / "results.jsonl").read_text()
     with pytest.raises(SystemExit, match="results.jsonl.*--overwrite"):
-        infer.main(argv)
+        run_script("tools/infer.py", argv)
     assert (out / "results.jsonl").read_text() == before
     mine = out / "masks" / "notes.txt"
     mine.write_text("kept")  # not listed in results.jsonl: never removed
-    assert infer.main(argv + ["--overwrite", "--no-overlay"]) == 0
+    assert run_script("tools/infer.py", argv + ["--overwrite", "--no-overlay"]) == 0
     assert len((out / "results.jsonl").read_text().splitlines()) == 3
     assert sorted(p.name for p in (out / "overlays").iterdir()) == []  # the replaced run's overlays are gone
     assert len(list((out / "masks").glob("*.png"))) == 3 and mine.read_text() == "kept"
     # a smaller run replaces a larger one: only its own PNGs stay
     jsonl.write_text(json.dumps({"image": "a.png", "query": "the red square"}) + "\n")
-    assert infer.main(argv + ["--overwrite"]) == 0
+    assert run_script("tools/infer.py", argv + ["--overwrite"]) == 0
     lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert len(lines) == 1
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == sorted(
@@ -258,22 +250,21 @@ def test_infer_cli_on_jsonl_and_overwrite(lisa, monkeypatch):
     ('["a.png", "x"]', r"line 2: expected a JSON object"),
 ])
 def test_infer_cli_names_the_file_line_and_field_of_a_bad_input_line(lisa, monkeypatch, line, message):
-    infer = _infer_module()
     monkeypatch.chdir(lisa["tmp"])
     jsonl = lisa["tmp"] / "bad.jsonl"
     jsonl.write_text(json.dumps({"image": "a.png", "query": "fine"}) + "\n" + line + "\n")
     with pytest.raises(SystemExit, match=r"bad\.jsonl, " + message):
-        infer.main([lisa["cfg"], lisa["ckpt"], "--input", str(jsonl), "--out-dir", str(lisa["tmp"] / "bad_out")])
+        run_script("tools/infer.py",
+                   [lisa["cfg"], lisa["ckpt"], "--input", str(jsonl), "--out-dir", str(lisa["tmp"] / "bad_out")])
     assert not (lisa["tmp"] / "bad_out").exists()  # checked before the model is loaded
 
 
 def test_infer_cli_names_the_line_of_a_corrupt_image_and_leaves_no_results(lisa, monkeypatch):
-    infer = _infer_module()
     monkeypatch.chdir(lisa["tmp"])
     (lisa["tmp"] / "corrupt.png").write_bytes(b"not an image")
     jsonl = lisa["tmp"] / "corrupt.jsonl"
     jsonl.write_text(json.dumps({"image": "corrupt.png", "query": "x"}) + "\n")
     out = lisa["tmp"] / "corrupt_out"
     with pytest.raises(SystemExit, match=r"corrupt\.jsonl, line 1, field 'image': .*corrupt\.png"):
-        infer.main([lisa["cfg"], lisa["ckpt"], "--input", str(jsonl), "--out-dir", str(out)])
+        run_script("tools/infer.py", [lisa["cfg"], lisa["ckpt"], "--input", str(jsonl), "--out-dir", str(out)])
     assert not (out / "results.jsonl").exists() and not (out / "results.jsonl.partial").exists()

@@ -1,6 +1,6 @@
 """Bad input gets a clear error naming the file, key or value at fault, or a documented behaviour.
 
-One table, one row per case (issue 8; docs/troubleshooting.md lists the same cases). A row either
+One table, one row per case (docs/troubleshooting.md lists the same cases). A row either
 expects an error (its type and the words its message must contain: the file, the field, the value)
 or a documented outcome checked by a function. Never a crash deep in torch or a silent wrong answer.
 """

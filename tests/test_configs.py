@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import glob
 import os
-import sys
 
 import pytest
 from mmengine.config import Config
@@ -109,8 +108,7 @@ def test_fsdp_config_builds():
 
 
 def test_train_strategy_flag_merges_a_preset_into_any_config():
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    import train
+    from reseg.tools import train
 
     cfg = Config.fromfile(os.path.join(ROOT, "configs", "lisa", "lisa_tiny_synthref.py"))
     train.apply_strategy(cfg, "deepspeed_zero3")

@@ -7,7 +7,7 @@ not with the converter itself.
 """
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 from pathlib import Path
@@ -50,10 +50,8 @@ def to_official(sd: dict) -> dict:
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("convert_checkpoint_tool", ROOT / "tools" / "convert_checkpoint.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """The code of ``tools/convert_checkpoint.py``."""
+    return importlib.import_module("reseg.tools.convert_checkpoint")
 
 
 def _build(cfg: dict, seed: int):

@@ -2,13 +2,9 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
 
 
 def write_run(work: Path, stamp: str, lines: list[dict]) -> None:
@@ -46,7 +42,8 @@ def test_a_resumed_run_reads_as_one_curve(resumed_run):
 
 def test_plot_curves_cli_writes_a_png_with_one_panel_per_curve(resumed_run, capsys):
     import cv2
-    import plot_curves
+
+    from reseg.tools import plot_curves
 
     assert plot_curves.main([str(resumed_run)]) == 0
     assert "(4 curves from 2 log file(s))" in capsys.readouterr().out
@@ -59,8 +56,8 @@ def test_plot_curves_cli_writes_a_png_with_one_panel_per_curve(resumed_run, caps
 
 
 def test_plot_curves_errors_name_what_is_wrong(tmp_path, resumed_run, capsys):
-    import plot_curves
     from reseg.engine.curves import read_scalars
+    from reseg.tools import plot_curves
 
     assert plot_curves.main([str(tmp_path / "nowhere")]) == 1
     assert "not a work dir or scalars.json" in capsys.readouterr().err

@@ -29,17 +29,17 @@ from reseg.datasets import (
     premise_exists,
 )
 from reseg.datasets.io import coco_segmentation_to_mask, read_json
-from reseg.datasets.synth_groups import (
+from reseg.datasets.synthref.group_language import (
     REF_TOKEN,
     false_premise_variant,
     multi_target_candidates,
     no_target_candidates,
     reference_candidates,
 )
-from reseg.datasets.synth_language import RefExpr, group, resolve
-from reseg.datasets.synth_pool import candidate_pool, shift_mask, split_halves
-from reseg.datasets.synth_scene import Scene, SceneObject, fill_polygon, sample_scene, shape_vertices
-from reseg.datasets.synthetic import generate_synthref
+from reseg.datasets.synthref.language import RefExpr, group, resolve
+from reseg.datasets.synthref.candidate_pools import candidate_pool, shift_mask, split_halves
+from reseg.datasets.synthref.scene import Scene, SceneObject, fill_polygon, sample_scene, shape_vertices
+from reseg.datasets.synthref import generate_synthref
 from reseg.registry import DATASETS
 from reseg.structures import Sample
 

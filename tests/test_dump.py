@@ -3,7 +3,7 @@
 The round trip (model outputs -> dump -> tools/evaluate.py) must reproduce in-process scoring
 exactly (==, not approx), for every metric and convention.
 """
-import importlib.util
+import importlib
 import json
 import math
 import os
@@ -30,14 +30,10 @@ from reseg.evaluation.dump import (
 from reseg.registry import DATASETS, HOOKS, METRICS
 from reseg.structures import Query, QueryPrediction, Sample
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"reseg_tools_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The code of ``tools/<name>.py``."""
+    return importlib.import_module(f"reseg.tools.{name}")
 
 
 # -- a tiny dataset, registered for these tests ----------------------------------------------------

@@ -64,7 +64,7 @@ def test_generation_without_seg_gives_empty_prediction(model):
 
 
 def test_generation_budget_is_model_max_new_tokens(model, monkeypatch, tmp_path):
-    """``model.max_new_tokens`` reaches the head's generation (it used to be fixed at 32)."""
+    """``model.max_new_tokens`` reaches the head's generation."""
     seen = []
     real = model.lmm.generate
 
@@ -226,11 +226,7 @@ def test_teacher_forced_existence_is_the_argmax_at_the_slot(rej_model):
 
 
 def test_mean_offdiag_cosine_of_the_seg_diagnostic():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    from analyze_seg_states import mean_offdiag_cosine
+    from reseg.research.analyze_seg_states import mean_offdiag_cosine
 
     same = torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])
     assert mean_offdiag_cosine(same) == pytest.approx(1.0)

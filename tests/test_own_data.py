@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import cv2
@@ -329,8 +328,7 @@ def test_images_already_in_the_output_folder_are_used_in_place(tmp_path: Path):
 
 
 def test_cli_converts_and_reports_errors(tmp_path: Path, capsys: pytest.CaptureFixture):
-    sys.path.insert(0, str(ROOT / "tools"))
-    import convert_own_data as tool
+    from reseg.tools import convert_own_data as tool
 
     jsonl = _dataset_dir(tmp_path)
     assert tool.main([str(jsonl), "--out", str(tmp_path / "out")]) == 0

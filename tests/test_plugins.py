@@ -202,6 +202,23 @@ PROBE = textwrap.dedent(
     """
 )
 
+#: Loads the plugins, looks up the head type named by its argument and prints the unknown-type
+#: message (JSON null when the type is found).
+UNKNOWN = textwrap.dedent(
+    """
+    import json, sys
+    import reseg
+    from reseg.plugin_api import HEADS, UnknownTypeError
+
+    reseg.load_plugins()
+    try:
+        HEADS.get(sys.argv[1])
+        print(json.dumps(None))
+    except UnknownTypeError as exc:
+        print(json.dumps(str(exc)))
+    """
+)
+
 #: name -> (argv after the interpreter, extra environment)
 SCENARIOS: dict[str, tuple[list[str], dict[str, str]]] = {
     "all": (["-m", "reseg.cli", "plugins", "--json"], {}),
@@ -219,7 +236,11 @@ SCENARIOS: dict[str, tuple[list[str], dict[str, str]]] = {
         ["-m", "reseg.cli", "plugins", "--json"],
         {"RESEG_PLUGINS": "broken", "RESEG_DISABLED_PLUGINS": "broken"},
     ),
+    "unknown_not_installed": (["-c", UNKNOWN, "MeanSegHead"], {"RESEG_PLUGINS": "meanseg"}),
+    "unknown_blocked": (["-c", UNKNOWN, "LISAHead"], {"RESEG_DISABLED_PLUGINS": "lisa"}),
 }
+#: Scenarios that print logs before their one line of JSON.
+LAST_LINE_SCENARIOS = {"probe", "unknown_not_installed", "unknown_blocked"}
 
 
 def _install_fixtures(root: Path) -> Path:
@@ -257,7 +278,7 @@ class Runs:
         """The scenario's JSON output (the last stdout line for the probe); it must exit 0."""
         proc = self.procs[name]
         assert proc.returncode == 0, f"scenario {name} exited {proc.returncode}:\n{proc.stderr}"
-        return json.loads(proc.stdout.strip().splitlines()[-1] if name == "probe" else proc.stdout)
+        return json.loads(proc.stdout.strip().splitlines()[-1] if name in LAST_LINE_SCENARIOS else proc.stdout)
 
 
 @pytest.fixture(scope="session")
@@ -402,6 +423,26 @@ def test_block_list_wins_over_allow_list(runs: Runs) -> None:
     report = runs.json("block_wins")
     assert report["plugins"] == [] and report["failed"] == []
     assert _by_name(report["skipped"])["broken"]["reason"] == "blocked by RESEG_DISABLED_PLUGINS"
+
+
+def test_unknown_type_names_the_allow_list_and_its_names_that_are_not_installed(runs: Runs) -> None:
+    error = runs.json("unknown_not_installed")
+    assert "Unknown head type 'MeanSegHead'" in error
+    assert "Registered head types in reseg: (none)." in error
+    assert ("RESEG_PLUGINS=meanseg names plugins that are not installed: meanseg (installed: anchorseg, "
+            "broken, halfway, lisa, myhead, ras, read).") in error
+    assert "  - lisa (reseg_lisa.plugin, reseg): not in RESEG_PLUGINS (RESEG_PLUGINS=meanseg)" in error
+    assert "probably comes from" not in error  # no skipped plugin's name is part of 'MeanSegHead'
+
+
+def test_unknown_type_of_a_blocked_plugin_names_the_plugin_and_the_variable(runs: Runs) -> None:
+    error = runs.json("unknown_blocked")
+    assert "Unknown head type 'LISAHead'" in error
+    assert "(by its name, 'LISAHead' probably comes from plugin 'lisa')" in error
+    assert ("  - lisa (reseg_lisa.plugin, reseg): blocked by RESEG_DISABLED_PLUGINS "
+            "(RESEG_DISABLED_PLUGINS=lisa)") in error
+    assert "add its name to RESEG_PLUGINS (or unset it) and take it out of RESEG_DISABLED_PLUGINS" in error
+    assert "not installed" not in error
 
 
 def test_reseg_console_script_runs() -> None:

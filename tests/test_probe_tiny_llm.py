@@ -1,23 +1,18 @@
-"""tools/probe_tiny_llm.py: the copy probe runs on a tiny config in each image-token mode and its
+"""tools/research/probe_tiny_llm.py: the copy probe runs on a tiny config in each image-token mode and its
 saved state dict loads as ``model.lmm.tiny.checkpoint``."""
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from tiny import tiny_lmm_cfg
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.mark.parametrize("mode", ["none", "noise", "real"])
 def test_probe_reports_first_word_accuracy_and_saves_a_loadable_llava(synth_root, tmp_path, mode, capsys):
-    sys.path.insert(0, str(ROOT / "tools"))
-    import probe_tiny_llm
+    from reseg.research import probe_tiny_llm
 
     lmm = tiny_lmm_cfg(str(tmp_path / "tokenizer"), lora=None)
     cfg = tmp_path / "probe_cfg.py"
@@ -37,8 +32,7 @@ def test_probe_reports_first_word_accuracy_and_saves_a_loadable_llava(synth_root
 
 
 def test_expression_drops_only_a_leading_article():
-    sys.path.insert(0, str(ROOT / "tools"))
-    from pretrain_tiny import expression  # shared by pretrain_tiny's copy answers and the probe
+    from reseg.research.tiny import expression  # shared by pretrain_tiny's copy answers and the probe
 
     assert expression("the blue star") == "blue star"
     assert expression("star to the left of the red one.") == "star to the left of the red one"

@@ -1,17 +1,13 @@
-"""tools/probe_tiny_sam.py: the oracle-prompt probe of the tiny SAM runs with each decoder and
+"""tools/research/probe_tiny_sam.py: the oracle-prompt probe of the tiny SAM runs with each decoder and
 sorts the synthetic expressions into their kinds."""
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 from tiny import tiny_lmm_cfg
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
 
 
 def probe_config(tmp_path: Path) -> Path:
@@ -27,7 +23,7 @@ def probe_config(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("decoder,encoder", [("sam", []), ("dot", ["--train-encoder"])])
 def test_probe_reports_giou_by_kind(synth_root, tmp_path, capsys, decoder, encoder):
-    import probe_tiny_sam
+    from reseg.research import probe_tiny_sam
 
     cfg = probe_config(tmp_path)
     assert probe_tiny_sam.main(["--config", str(cfg), "--data", str(synth_root), "--steps", "2", "--batch", "2",
@@ -41,7 +37,7 @@ def test_probe_reports_giou_by_kind(synth_root, tmp_path, capsys, decoder, encod
 @pytest.mark.parametrize("query", [["--query", "encoder", "--causal"], ["--query", "llm"],
                                    ["--query", "llm", "--wrap", "lisa", "--read", "shift"]])
 def test_probe_query_encoders_train_and_report_a_curve(synth_root, tmp_path, capsys, query):
-    import probe_tiny_sam
+    from reseg.research import probe_tiny_sam
 
     cfg = probe_config(tmp_path)
     assert probe_tiny_sam.main(["--config", str(cfg), "--data", str(synth_root), "--steps", "3", "--batch", "2",
@@ -57,7 +53,7 @@ def test_expression_encoder_reads_the_query_token_and_ignores_padding():
     """An expression's code does not depend on what else is in the batch (padding is masked),
     and every word reaches it (the query token comes last, so a causal mask still sees them all)."""
     import torch
-    from probe_tiny_sam import ExpressionEncoder
+    from reseg.research.probe_tiny_sam import ExpressionEncoder
 
     torch.manual_seed(0)
     enc = ExpressionEncoder(vocab=20, width=16, heads=2, layers=2, causal=True).eval()
@@ -71,7 +67,7 @@ def test_expression_encoder_reads_the_query_token_and_ignores_padding():
 
 
 def test_expression_kinds_follow_the_synthetic_phrasings():
-    from probe_tiny_sam import expression_kind
+    from reseg.research.probe_tiny_sam import expression_kind
 
     assert expression_kind("the star left of the red circle") == "relation"
     assert expression_kind("the circle above the star") == "relation"
@@ -82,7 +78,7 @@ def test_expression_kinds_follow_the_synthetic_phrasings():
 
 
 def test_cfg_options_reach_the_mask_source(synth_root, tmp_path):
-    import probe_tiny_sam
+    from reseg.research import probe_tiny_sam
 
     cfg = probe_config(tmp_path)
     missing = tmp_path / "nowhere" / "sam_tiny.pth"
@@ -95,7 +91,7 @@ def test_tiny_llm_text_code_does_not_depend_on_batch_padding(tmp_path):
     """The text-only LLaMA reads ``[SEG]`` of each expression; a longer neighbour in the batch (padding)
     changes nothing, in train and in eval mode."""
     import torch
-    from probe_tiny_sam import TinyLLMText
+    from reseg.research.probe_tiny_sam import TinyLLMText
 
     torch.manual_seed(0)
     enc = TinyLLMText(tiny_lmm_cfg(str(tmp_path / "tokenizer"), lora=None))
@@ -113,7 +109,7 @@ def test_llm_query_code_wraps_the_expression_in_lisas_conversation_and_reads_bef
     ``<s>USER: What is {text} in this image? ... ASSISTANT: [SEG].``, whatever the batch's padding."""
     import torch
     from mmengine.config import Config
-    from probe_tiny_sam import TinyLLMText
+    from reseg.research.probe_tiny_sam import TinyLLMText
 
     cfg = Config.fromfile(str(probe_config(tmp_path)))
     torch.manual_seed(0)

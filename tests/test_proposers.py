@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
@@ -32,14 +33,10 @@ from reseg.models.mask_sources.pool.proposers import (
 from reseg.registry import DATASETS, PROPOSERS
 from reseg.structures import Query, Sample
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"reseg_tools_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The code of ``tools/<name>.py``."""
+    return importlib.import_module(f"reseg.tools.{name}")
 
 
 def box(h: int, w: int, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:

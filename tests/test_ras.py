@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from reseg_ras import functional as RF
+from script_runner import run_script
 from tiny import ras_model_cfg, tiny_lmm_cfg, tiny_tokenizer_cfg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -355,7 +356,7 @@ def test_tiny_ras_trains_and_is_scored_on_ores_through_the_runner(synth_root, ti
 
 
 def test_visualisation_outlines_the_pool_and_fills_the_selected_group():
-    """issue 7: candidate pools with the selected group highlighted (the hook and tools/infer.py)."""
+    """Candidate pools with the selected group highlighted (the hook and tools/infer.py)."""
     from reseg.engine.visualization import CANDIDATE_COLOR, PRED_COLOR, overlay_panel, pool_overlay
 
     img = np.zeros((20, 30, 3), np.uint8)
@@ -380,9 +381,6 @@ def test_benchmark_ras_times_both_models_on_fixed_size_pools_and_splits_the_time
     not) and the tokens generated; the ratio is AR / RAS of the medians."""
     from mmengine.config import Config
 
-    sys.path.insert(0, str(REPO / "tools"))
-    import benchmark
-
     from reseg.engine.checkpoint import save_model_weights
     from reseg.plugins import load_plugins
     from reseg.registry import MODELS
@@ -399,9 +397,10 @@ def test_benchmark_ras_times_both_models_on_fixed_size_pools_and_splits_the_time
         ckpt = save_model_weights(MODELS.build(cfg.model), str(tmp_path / f"{name}.safetensors"))
         paths[name] = (str(tmp_path / f"{name}.py"), ckpt)
     out = tmp_path / "ras.jsonl"
-    assert benchmark.main(["ras", paths["ras"][0], "--checkpoint", paths["ras"][1], "--ar-config", paths["ar"][0],
-                           "--ar-checkpoint", paths["ar"][1], "--pool-sizes", "4", "9", "--queries", "3",
-                           "--warmup", "1", "--device", "cpu", "--out", str(out)]) == 0
+    assert run_script("tools/benchmark.py", [
+        "ras", paths["ras"][0], "--checkpoint", paths["ras"][1], "--ar-config", paths["ar"][0],
+        "--ar-checkpoint", paths["ar"][1], "--pool-sizes", "4", "9", "--queries", "3",
+        "--warmup", "1", "--device", "cpu", "--out", str(out)]) == 0
     res = json.loads(out.read_text().splitlines()[-1])
     assert res["queries"] == 3 and set(res["results"]) == {"4", "9"}
     for row in res["results"].values():

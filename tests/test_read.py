@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import torch
 
 from reseg.registry import HEADS, MODELS
 from reseg_read import functional as RF
+from script_runner import run_script
 from tiny import tiny_model_cfg, tiny_train_cfg, toy_sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -393,9 +393,6 @@ def test_tiny_read_trains_through_the_runner(synth_root, tmp_path):
 
 @pytest.mark.parametrize("head", ["READHead", "LISAHead"])
 def test_analyze_seg_token_reports_s_iou_and_p_prompt(synth_root, tmp_path, head):
-    sys.path.insert(0, str(ROOT / "tools"))
-    import analyze_seg_token
-
     cfg = _read_train_cfg(synth_root, tmp_path, 1)
     if head == "LISAHead":  # any [SEG]-family head: P-prompt then uses READ-7B's SasP settings
         cfg.model.head = dict(type="LISAHead")
@@ -406,7 +403,7 @@ def test_analyze_seg_token_reports_s_iou_and_p_prompt(synth_root, tmp_path, head
     cfg_path = tmp_path / "cfg.py"
     cfg.dump(str(cfg_path))
     out = tmp_path / "analysis"
-    assert analyze_seg_token.main([str(cfg_path), str(ckpt), "--out", str(out), "--max-samples", "3",
+    assert run_script("tools/analyze_seg_token.py", [str(cfg_path), str(ckpt), "--out", str(out), "--max-samples", "3",
                                    "--batch-size", "3"]) == 0
     res = json.loads((out / "analyze_seg_token.json").read_text())
     assert res["head"] == head and res["p_prompt"]["sam"] == "model"

@@ -1,6 +1,11 @@
 """Registry lookups: types build by name or by class, and unknown names explain themselves."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
 from typing import Iterator
 
 import pytest
@@ -118,3 +123,40 @@ def test_unknown_scoped_name_raises_unknown_type_error() -> None:
     with pytest.raises(UnknownTypeError) as excinfo:
         HEADS.get("reseg.NoSuchHead")
     assert "'reseg.NoSuchHead'" in _message(excinfo)
+
+
+#: In a fresh interpreter: look ``LISAHead`` (a plugin's head) up before the plugin host is imported,
+#: after it is imported but before it loaded anything, and after ``load_plugins()``.
+LOOKUP_BEFORE_LOADING = textwrap.dedent(
+    """
+    import json, sys
+    from reseg.registry import HEADS, UnknownTypeError
+
+    def lookup():
+        try:
+            return HEADS.get("LISAHead").__name__
+        except UnknownTypeError as exc:
+            return str(exc)
+
+    out = dict(host_imported_by_registry="reseg.plugins" in sys.modules, never_imported=lookup())
+    import reseg.plugins
+    out["imported_not_loaded"] = lookup()
+    reseg.plugins.load_plugins()
+    out["loaded"] = lookup()
+    print(json.dumps(out))
+    """
+)
+
+
+def test_a_lookup_before_plugins_are_loaded_says_so_and_what_to_call() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RESEG_")}
+    proc = subprocess.run([sys.executable, "-c", LOOKUP_BEFORE_LOADING], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["host_imported_by_registry"] is False  # the registry never imports reseg.plugins
+    for when in ("never_imported", "imported_not_loaded"):
+        assert "Unknown head type 'LISAHead'" in out[when], when
+        assert "Plugins have not been loaded in this process" in out[when], when
+        assert "call reseg.plugins.load_plugins() once" in out[when], when
+    assert out["loaded"] == "LISAHead"

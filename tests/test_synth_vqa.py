@@ -1,7 +1,7 @@
 """Synthetic VQA conversations (the tiny scale's stand-in for LLaVA-Instruct in LISA's mixture)."""
 from __future__ import annotations
 
-from reseg.datasets.synth_vqa import SynthVQADataset, scene_questions
+from reseg.datasets.synthref.vqa import SynthVQADataset, scene_questions
 
 
 def test_scene_questions_are_answered_from_the_attributes_and_only_when_unambiguous():

@@ -1,7 +1,6 @@
 """The synthetic benchmark generator: determinism, geometry, unambiguous language, file layout."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,7 +9,8 @@ import pytest
 
 from reseg.datasets.io import coco_segmentation_to_mask, labelme_shapes_to_mask, read_json
 from reseg.datasets.safe_pickle import load_pickle
-from reseg.datasets.synth_language import (
+from reseg.datasets.synthref import GENERATOR_VERSION, META_FILE, SynthRefConfig, generate_synthref
+from reseg.datasets.synthref.language import (
     RefExpr,
     ReasonRule,
     candidate_rules,
@@ -21,7 +21,7 @@ from reseg.datasets.synth_language import (
     rule_target,
     rule_texts,
 )
-from reseg.datasets.synth_scene import (
+from reseg.datasets.synthref.scene import (
     KINDS,
     Scene,
     SceneObject,
@@ -32,9 +32,7 @@ from reseg.datasets.synth_scene import (
     sample_scene,
     shape_vertices,
 )
-from reseg.datasets.synthetic import GENERATOR_VERSION, META_FILE, SynthRefConfig, generate_synthref
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -162,9 +160,8 @@ def test_reasonseg_json_is_labelme_style(synth_root):
 
 
 def test_make_synthref_tool(tmp_path):
-    spec = importlib.util.spec_from_file_location("make_synthref", REPO / "tools" / "make_synthref.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from reseg.tools import make_synthref as tool
+
     rc = tool.main(["--out", str(tmp_path / "b"), "--seed", "3", "--num-train", "2", "--num-val", "1",
                     "--num-testA", "1", "--num-testB", "0", "--reason-train", "1", "--reason-val", "1",
                     "--reason-test", "0", "--gref-train", "0", "--gref-val", "2", "--gref-testA", "0",

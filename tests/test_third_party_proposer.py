@@ -27,8 +27,9 @@ PROBE = textwrap.dedent(
     import json
     import numpy as np
     from reseg.plugin_api import PROPOSERS
-    from reseg.plugins import registered_by
+    from reseg.plugins import load_plugins, registered_by
 
+    load_plugins()
     proposer = PROPOSERS.build(dict(type="StripeProposer", stripes=3, min_area=0))
     props = proposer.propose(np.zeros((10, 7, 3), np.uint8), {"image_id": 1})
     capped = PROPOSERS.build(dict(type="StripeProposer", stripes=5, max_candidates=2, min_area=0))

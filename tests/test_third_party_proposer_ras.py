@@ -1,12 +1,14 @@
-"""A third-party proposer feeds the RAS head without touching reseg's code (issue 6).
+"""A third-party proposer feeds the RAS head without touching reseg's code.
 
 The ``reseg-thirdparty-proposer`` fixture distribution (``StripeProposer``) is installed into a temporary
-target directory as in ``tests/test_third_party_proposer.py``; a fresh interpreter builds a tiny RAS
-model whose config names the plugin's proposer, and selects among its stripes for a query.
+target directory as in ``tests/test_third_party_proposer.py``; a fresh interpreter (with that directory
+and ``tests/``, for the tiny model config, on ``PYTHONPATH``) builds a tiny RAS model whose config names
+the plugin's proposer, and selects among its stripes for a query.
 """
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -17,13 +19,15 @@ from test_third_party_proposer import FIXTURE, _env, install_fixture
 
 PROBE = textwrap.dedent(
     """
-    import json, sys
+    import json
     import numpy as np
     import torch
-    sys.path.insert(0, {tests!r})
     from tiny import tiny_lmm_cfg
+    from reseg.plugins import load_plugins
     from reseg.registry import MODELS
     from reseg.structures import Query, Sample
+
+    load_plugins()
 
     lmm = tiny_lmm_cfg({tok!r}, lora=None, trainable_modules="all")
     cfg = dict(type="ReasoningSegmentor", lmm=lmm, head=dict(type="RASHead"),
@@ -58,9 +62,11 @@ PROBE = textwrap.dedent(
 def test_a_plugin_proposer_feeds_the_ras_head(tmp_path_factory: pytest.TempPathFactory) -> None:
     root = tmp_path_factory.mktemp("thirdparty_proposer_ras")
     site = install_fixture(root)
-    code = PROBE.format(tests=str(FIXTURE.parents[1]), tok=str(root / "tok"))
+    code = PROBE.format(tok=str(root / "tok"))
+    env = _env(site)
+    env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(FIXTURE.parents[1])])  # tests/: tiny.py
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=root,
-                         env=_env(site))
+                         env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["n"] == 4 and out["pool_source"] == "StripeProposer"

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from script_runner import run_script
 from tiny import tiny_train_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +72,7 @@ def _final_val(work: Path) -> dict:
 
 def test_killed_run_resumes_exactly_as_if_it_had_not_been_killed(synth_root, tmp_path):
     """SIGKILL a real tools/train.py mid-iteration, --resume: the same weights and metrics as an
-    uninterrupted run (issue 8 "exact resume"); the work dir is protected without --resume."""
+    uninterrupted run (an exact resume); the work dir is protected without --resume."""
     work = tmp_path / "work"
     path = _resume_cfg(synth_root, tmp_path, work)
     proc = subprocess.Popen(_train_cmd(path), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
@@ -165,9 +166,8 @@ def test_a_builtin_plugin_trains_alone(synth_root, tmp_path):
 
 
 def _pretrain_tiny_tool():
-    """tools/pretrain_tiny.py as a module (tools/ is not a package)."""
-    sys.path.insert(0, str(ROOT / "tools"))
-    import pretrain_tiny
+    """The code of tools/research/pretrain_tiny.py."""
+    from reseg.research import pretrain_tiny
 
     return pretrain_tiny
 
@@ -320,8 +320,7 @@ def test_one_test_call_scores_every_benchmark_and_writes_metrics_json(synth_root
     cfg.test_cfg = dict(type="TestLoop")
     path = _write_cfg(cfg, tmp_path / "cfg.py")
     out = tmp_path / "metrics.json"
-    sys.path.insert(0, str(ROOT / "tools"))
-    import test as test_tool
+    from reseg.tools import test as test_tool
 
     assert test_tool.main([path, str(work / "iter_2.pth"), "--work-dir", str(tmp_path / "test"),
                            "--out-metrics", str(out), "--baselines", "--show-dir", str(tmp_path / "vis")]) == 0
@@ -384,8 +383,7 @@ def test_weights_export_to_safetensors_and_score_the_same(synth_root, tmp_path):
 
     with safe_open(str(st), "pt") as f:
         assert any(k.startswith("head.projection") for k in f.keys())
-    sys.path.insert(0, str(ROOT / "tools"))
-    import test as test_tool
+    from reseg.tools import test as test_tool
 
     results = []
     for ckpt in (work / "iter_2.pth", st):
@@ -397,16 +395,13 @@ def test_weights_export_to_safetensors_and_score_the_same(synth_root, tmp_path):
 
 def test_benchmark_tool_measures_overhead_mfu_and_memory(synth_root, tmp_path):
     """tools/benchmark.py on the test-sized model: every subcommand runs and reports sane numbers."""
-    sys.path.insert(0, str(ROOT / "tools"))
-    import benchmark
-
     cfg = tiny_train_cfg(synth_root, str(tmp_path / "tok"), str(tmp_path / "work"), max_iters=3, batch_size=2)
     path = _write_cfg(cfg, tmp_path / "cfg.py")
     out = tmp_path / "bench.jsonl"
     common = ["--work-dir", str(tmp_path / "bench"), "--out", str(out)]
-    assert benchmark.main(["overhead", path, "--iters", "2", "--warmup", "1", *common]) == 0
-    assert benchmark.main(["mfu", path, "--iters", "2", *common]) == 0
-    assert benchmark.main(["memory", path, "--iters", "2", "--variant", "base",
+    assert run_script("tools/benchmark.py", ["overhead", path, "--iters", "2", "--warmup", "1", *common]) == 0
+    assert run_script("tools/benchmark.py", ["mfu", path, "--iters", "2", *common]) == 0
+    assert run_script("tools/benchmark.py", ["memory", path, "--iters", "2", "--variant", "base",
                            "--variant", "checkpointing", "model.lmm.gradient_checkpointing=True", *common]) == 0
     overhead, mfu, memory = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(overhead["platform_s"]) == 2 and len(overhead["bare1_s"]) == 2 and overhead["ratio"] > 0

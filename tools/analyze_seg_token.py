@@ -115,8 +115,10 @@ def p_prompt_points(sim: torch.Tensor, grid, size, aspect: str, input_size: int,
 def load_model(cfg: Config, checkpoint: str, device: str):
     """The config's model with the checkpoint's weights (``'none'``: as initialised), in eval mode."""
     from reseg.engine.checkpoint import load_checkpoint_file
+    from reseg.plugins import load_plugins
     from reseg.registry import MODELS
 
+    load_plugins()  # the heads are plugins
     model = MODELS.build(cfg.model)
     if checkpoint != "none":
         result = model.load_state_dict(load_checkpoint_file(checkpoint)["state_dict"], strict=False)

@@ -290,7 +290,7 @@ def fixed_size_pool(pool, n: int, rng):
     """``[n, H, W] bool``: ``pool`` padded with shifted copies of its own masks (or cut) to exactly ``n``."""
     import numpy as np
 
-    from reseg.datasets.synth_pool import shift_mask
+    from reseg.datasets.synthref.candidate_pools import shift_mask
 
     pool = np.asarray(pool, dtype=bool)
     h, w = pool.shape[1:]

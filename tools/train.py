@@ -1,85 +1,11 @@
 #!/usr/bin/env python
 """Train any reseg model: ``python tools/train.py CONFIG [--work-dir D] [--cfg-options k=v ...] [--resume]``.
 
-Follows the OpenMMLab conventions (mmengine ``Runner``). ``--resume`` continues from the last
-checkpoint in the work dir (``last_checkpoint``) or from the given file. A work dir that already holds
-checkpoints is never overwritten silently: pass ``--resume`` to continue it, or choose another
-``--work-dir``. Every run writes ``run_report.json`` (config, git commit, package versions, seeds)
-into its work dir.
+The code and its documentation are in :mod:`reseg.tools.train`; this file runs it.
 """
-from __future__ import annotations
-
-import argparse
-import glob
-import os
 import sys
 
-from mmengine.config import Config, DictAction
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Train a reseg model")
-    p.add_argument("config", help="config file path")
-    p.add_argument("--work-dir", help="where logs and checkpoints go (default work_dirs/<config name>)")
-    p.add_argument("--resume", nargs="?", const=True, default=False,
-                   help="resume from the work dir's last checkpoint, or from the given checkpoint file")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None,
-                   help="override config keys, e.g. train_cfg.max_iters=100 model.lmm.lora.r=16; a top-level "
-                        "path variable (data_root=/data/x) also moves the paths the config derived from it")
-    p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
-    p.add_argument("--strategy", help="merge a distributed strategy into the config: deepspeed_zero2, "
-                   "deepspeed_zero3, fsdp (configs/_base_/strategies) or a strategy config file")
-    p.add_argument("--local_rank", "--local-rank", type=int, default=0)
-    return p.parse_args(argv)
-
-
-STRATEGY_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "_base_",
-                            "strategies")
-
-
-def apply_strategy(cfg: Config, name: str) -> Config:
-    """Merge a strategy preset (``configs/_base_/strategies/<name>.py``) or file into ``cfg``."""
-    path = name if os.path.isfile(name) else os.path.join(STRATEGY_DIR, f"{name}.py")
-    if not os.path.isfile(path):
-        known = sorted(f[:-3] for f in os.listdir(STRATEGY_DIR) if f.endswith(".py"))
-        sys.exit(f"error: --strategy {name!r}: no such preset or file; presets: {', '.join(known)}")
-    cfg.merge_from_dict(Config.fromfile(path).to_dict())
-    return cfg
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    if "LOCAL_RANK" not in os.environ:
-        os.environ["LOCAL_RANK"] = str(args.local_rank)
-    if not os.path.isfile(args.config):
-        sys.exit(f"error: config file {args.config!r} does not exist")
-    cfg = Config.fromfile(args.config)
-    if args.strategy:
-        apply_strategy(cfg, args.strategy)
-    if args.cfg_options:
-        from reseg.cfg_options import describe_rewrites, merge_cfg_options
-
-        note = describe_rewrites(merge_cfg_options(cfg, args.cfg_options))
-        if note:
-            print(note)
-
-    from reseg.engine.runner import build_runner
-
-    work_dir = args.work_dir or cfg.get("work_dir") or os.path.join(
-        "work_dirs", os.path.splitext(os.path.basename(args.config))[0])
-    existing = sorted(glob.glob(os.path.join(work_dir, "*.pth")))
-    if existing and not args.resume:
-        sys.exit(f"error: {work_dir!r} already holds checkpoints ({os.path.basename(existing[-1])}, ...). "
-                 "Pass --resume to continue that run, or --work-dir to start a new one; "
-                 "reseg does not overwrite them.")
-    runner = build_runner(cfg, work_dir=work_dir, resume=args.resume, launcher=args.launcher)
-    if runner.rank == 0:  # config, git commit, package versions and seeds of this run
-        from reseg.engine.determinism import write_run_report
-
-        runner.logger.info(f"run report: {write_run_report(runner, argv=sys.argv)}")
-    runner.train()
-    return 0
-
+from reseg.tools.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

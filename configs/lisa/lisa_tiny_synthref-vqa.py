@@ -1,6 +1,4 @@
-# Tiny LISA trained on a LISA-style mixture (spec seg_token_family.md §1.7) that adds text-only VQA
-# conversations about the synthetic scenes (SynthVQADataset) to the referring and reasoning data.
-# docs/benchmarks.md run 9 (measured: no gain over the plain tiny config).
+# Tiny LISA with text-only VQA about the synthetic scenes added to its training mix, as LISA mixes in VQA.
 _base_ = ["./lisa_tiny_synthref.py"]
 train_dataloader = dict(dataset=dict(_delete_=True, type="MixedDataset", datasets=[
     dict(type="RefCOCODataset", data_root="data/synthref/refer_seg", dataset="synthref", split="train",

@@ -1,4 +1,4 @@
-# Tiny LISA on the built-in synthetic benchmark: `make demo` trains and evaluates this on CPU.
+# Tiny LISA with LISA's own recipe on the synthetic benchmark: the base of the tiny configs.
 _base_ = [
     "../_base_/models/lisa_tiny.py",
     "../_base_/datasets/synthref_lisa.py",
@@ -6,7 +6,7 @@ _base_ = [
     "../_base_/schedules/cpu_tiny.py",
     "../_base_/default_runtime.py",
 ]
-# The tiny SAM and vision tower pre-trained on the synthetic train split (tools/pretrain_tiny.py),
+# The tiny SAM and vision tower pre-trained on the synthetic train split (tools/research/pretrain_tiny.py),
 # as SAM and CLIP arrive pretrained at real scale.
 model = dict(
     lmm=dict(tiny=dict(vision_checkpoint="data/tiny_models/vision_tiny.pth")),

@@ -2,8 +2,13 @@
 
 __version__ = "0.1.0"
 
+from reseg import moved as _moved
+
+_moved.install()  # an import of a module moved in v2 names its new path
+
 #: Names importable from ``reseg`` itself, loaded on first use so that ``import reseg`` stays cheap.
-_LAZY = {"load_model": "reseg.api", "Segmenter": "reseg.api", "SegmentationResult": "reseg.api"}
+_LAZY = {"load_model": "reseg.api", "Segmenter": "reseg.api", "SegmentationResult": "reseg.api",
+         "load_plugins": "reseg.plugins"}
 
 
 def __getattr__(name):

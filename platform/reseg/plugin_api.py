@@ -68,7 +68,7 @@ _LAZY_EXPORTS: dict[str, str] = {
     "seg_token_states": "reseg.models.heads:seg_token_states",
     "ImageTokenFrame": "reseg.models.image_tokens:ImageTokenFrame",
     "mask_losses": "reseg.models.losses:mask_losses",
-    # the records passed between parts (DESIGN.md "Sample")
+    # the records passed between parts (docs/architecture.md, "Sample")
     "Sample": "reseg.structures:Sample",
     "Query": "reseg.structures:Query",
     "QueryPrediction": "reseg.structures:QueryPrediction",

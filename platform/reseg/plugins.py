@@ -4,7 +4,11 @@ A plugin is any module named by an entry point in the group ``reseg.plugins`` (s
 :mod:`reseg.hookspecs` for the hooks it may implement). The built-in methods are plugins declared in
 reseg's own ``setup.cfg`` and go through exactly the same path as third-party ones.
 
-:func:`load_plugins` runs once per process (every registry lookup calls it, so users never have to):
+:func:`load_plugins` is the one point where plugins load, once per process. The tools,
+:func:`reseg.api.load_model`, the ``reseg`` command and :func:`reseg.engine.runner.build_runner` call
+it; code that builds from the registries itself calls it once first (``reseg.load_plugins()``, as
+mmdet's ``register_all_modules()``). Registry lookups never load plugins; an unknown type looked up
+before this ran says so and names this function. Loading:
 
 1. every entry point of the group is visited in name order; each is imported in its own
    ``try``: a plugin that raises on import (or whose hooks do not match the specs) is recorded in
@@ -23,6 +27,10 @@ Environment variables (comma-separated entry-point names, read when plugins are 
     allow-list. Use it to work around a broken third-party plugin.
 
 Skipped entry points are listed by :func:`skipped_plugins` and ``reseg plugins``.
+
+Importing this module installs its reporter on :mod:`reseg.registry` (:func:`explain_unknown_type`),
+so an unknown-type message names every plugin that failed, every installed one these variables kept
+out and every allow-listed name that is not installed, while the registry never imports this module.
 """
 from __future__ import annotations
 
@@ -38,7 +46,7 @@ from typing import Any, Callable
 import pluggy
 
 from reseg import hookspecs
-from reseg.registry import REGISTRIES
+from reseg.registry import PLUGINS_NOT_LOADED, REGISTRIES, set_plugin_reporter
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -57,6 +65,7 @@ __all__ = [
     "register_plugin",
     "unregister_plugin",
     "get_plugin_manager",
+    "explain_unknown_type",
 ]
 
 #: Entry-point group plugins are declared in.
@@ -162,8 +171,8 @@ class PluginLoadError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Process-wide state. Guarded by _LOCK (re-entrant: plugin modules import the registries and a
-# registry lookup calls load_plugins(), so the loading thread may come back in).
+# Process-wide state. Guarded by _LOCK (re-entrant: a plugin module or hook that calls
+# register_plugin() or loaded_plugins() while loading comes back in on the loading thread).
 _LOCK = threading.RLock()
 _STATE = "unloaded"  # -> "loading" -> "loaded"
 _PM: pluggy.PluginManager | None = None
@@ -171,6 +180,11 @@ _LOADED: dict[str, PluginRecord] = {}
 _FAILED: list[FailedPlugin] = []
 _SKIPPED: list[SkippedPlugin] = []
 _ORIGINS: dict[tuple[str, str], str] = {}  # (kind, registered name) -> plugin name
+#: The environment's plugin selection as loading saw it: variable -> its value (set variables only),
+#: and the allow-listed names that no installed entry point has.
+_SELECTION: dict[str, str] = {}
+_NOT_INSTALLED: list[str] = []
+_INSTALLED: list[str] = []
 
 
 def _manager() -> pluggy.PluginManager:
@@ -362,8 +376,10 @@ def _load_all() -> None:
     allow = _env_names(ALLOW_ENV)
     for blocked in _env_names(BLOCK_ENV) or []:
         pm.set_blocked(blocked)
+    _SELECTION.update({var: os.environ[var] for var in (ALLOW_ENV, BLOCK_ENV) if var in os.environ})
 
     eps = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+    _INSTALLED[:] = [ep.name for ep in eps]
     admitted: list[tuple[object, str, str, str | None, str | None]] = []
     for ep in eps:
         dist, version = _dist_of(ep)
@@ -391,6 +407,7 @@ def _load_all() -> None:
 
     if allow is not None:
         missing = sorted(set(allow) - {ep.name for ep in eps})
+        _NOT_INSTALLED[:] = missing
         if missing:
             logger.warning(
                 "%s names plugin(s) that are not installed: %s (installed: %s)",
@@ -505,3 +522,46 @@ def unregister_plugin(name: str) -> PluginRecord | None:
                     del _ORIGINS[(kind, n)]
                     REGISTRIES[kind].module_dict.pop(n, None)
         return record
+
+
+def _setting(var: str) -> str:
+    """``RESEG_PLUGINS=a,b`` as loading saw it."""
+    return f"{var}={_SELECTION.get(var, '')}"
+
+
+def explain_unknown_type(kind: str, key: str) -> list[str]:
+    """What an unknown-type message of registry ``kind`` says about plugins, for the name ``key``.
+
+    Installed on :mod:`reseg.registry` when this module is imported. Before :func:`load_plugins` ran:
+    that plugins are not loaded and what to call. After: every plugin that failed (with its error),
+    every installed plugin ``RESEG_PLUGINS`` / ``RESEG_DISABLED_PLUGINS`` kept out (and the one whose
+    entry-point name is part of ``key``, e.g. ``lisa`` for ``LISAHead``), and every allow-listed name
+    that is not installed.
+    """
+    if _STATE == "unloaded":
+        return [PLUGINS_NOT_LOADED]
+    lines: list[str] = []
+    failed = failed_plugins()
+    if failed:
+        lines.append("These plugins failed to load and may be the ones that provide it:")
+        for f in failed:
+            origin = f", {f.dist} {f.version}" if f.dist else ""
+            when = {"import": "on import", "validate": "validation"}.get(f.stage, f"in {f.stage}")
+            lines.append(f"  - {f.name} ({f.value}{origin}) failed {when}: {f.error}")
+    skipped = skipped_plugins()
+    if skipped:
+        named = [p.name for p in skipped if p.name.lower() in key.lower()]
+        guess = f" (by its name, {key!r} probably comes from plugin {max(named, key=len)!r})" if named else ""
+        lines.append(f"These installed plugins were not loaded, so nothing they provide is registered{guess}:")
+        for p in skipped:
+            var = BLOCK_ENV if p.reason.startswith("blocked") else ALLOW_ENV
+            lines.append(f"  - {p.name} ({p.value}{', ' + p.dist if p.dist else ''}): {p.reason} "
+                         f"({_setting(var)})")
+        lines.append(f"  To load one, add its name to {ALLOW_ENV} (or unset it) and take it out of {BLOCK_ENV}.")
+    if _NOT_INSTALLED:
+        lines.append(f"{_setting(ALLOW_ENV)} names plugins that are not installed: {', '.join(_NOT_INSTALLED)} "
+                     f"(installed: {', '.join(_INSTALLED) or 'none'}).")
+    return lines
+
+
+set_plugin_reporter(explain_unknown_type)

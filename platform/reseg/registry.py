@@ -2,16 +2,24 @@
 
 Every kind of part a config can name has a registry here. Lookups of an unknown type fail with an
 :class:`UnknownTypeError` that says which kind was asked for, the name, what *is* registered, the
-closest registered name and every plugin that failed to import (the usual real cause of
-"X is not registered"; see ``specs/platform_research.md`` §A8).
+closest registered name and what the plugin host knows about plugins that could provide it: every
+plugin that failed to import (the usual real cause of "X is not registered"), every installed plugin
+that ``RESEG_PLUGINS`` / ``RESEG_DISABLED_PLUGINS`` kept out, or that plugins were never loaded.
 
 Plugins add to these registries through the hooks in :mod:`reseg.hookspecs`; they never import this
-module's internals beyond the registry objects exposed in :mod:`reseg.plugin_api`.
+module's internals beyond the registry objects exposed in :mod:`reseg.plugin_api`. They are loaded at
+one explicit point, :func:`reseg.plugins.load_plugins` (``reseg.load_plugins``), which the tools,
+:func:`reseg.api.load_model`, the ``reseg`` command and :func:`reseg.engine.runner.build_runner`
+call; code that builds from these registries itself calls it once first (as mmdet's
+``register_all_modules()``). A lookup never loads plugins, and this module never imports
+:mod:`reseg.plugins`: the plugin host depends on the registries, not the other way round. What an
+unknown-type message says about plugins comes from the reporter the host installs on import
+(:func:`set_plugin_reporter`).
 """
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from typing import Any, Callable, Optional
 
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import FUNCTIONS as MMENGINE_FUNCTIONS
@@ -30,18 +38,39 @@ class UnknownTypeError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+#: What an unknown-type message says when no plugin host has reported (``reseg.plugins`` was never
+#: imported, so plugins were never loaded in this process).
+PLUGINS_NOT_LOADED = (
+    "Plugins have not been loaded in this process, so no type a plugin provides (every head, among "
+    "others) is registered: call reseg.plugins.load_plugins() once before building from the registries "
+    "(tools/*.py, reseg.load_model, the `reseg` command and reseg.engine.runner.build_runner do it)."
+)
+
+#: Lines an unknown-type message adds about plugins; installed by :mod:`reseg.plugins`.
+PluginReporter = Callable[[str, str], list[str]]
+_plugin_reporter: Optional[PluginReporter] = None
+
+
+def set_plugin_reporter(reporter: Optional[PluginReporter]) -> None:
+    """Install the function that explains, in an unknown-type message, what plugins have to do with it.
+
+    ``reporter(kind, key)`` gets the registry's name (``'head'``) and the name that was not found, and
+    returns lines (failed plugins, plugins kept out by the environment, plugins not loaded yet).
+    :mod:`reseg.plugins` installs its own when imported; None restores :data:`PLUGINS_NOT_LOADED`.
+    """
+    global _plugin_reporter
+    _plugin_reporter = reporter
+
+
 class Registry(_MMRegistry):
     """An mmengine ``Registry`` whose failed lookups explain themselves.
 
-    Before the first lookup the plugins are loaded (:func:`reseg.plugins.load_plugins`), so a type
-    registered by any installed plugin is found without the user importing anything.
+    Lookups never load plugins: types that plugins provide are found once
+    :func:`reseg.plugins.load_plugins` has run (see the module docstring).
     """
 
     def get(self, key: str) -> Any:
         if isinstance(key, str):
-            from reseg.plugins import load_plugins
-
-            load_plugins()
             if "." not in key:
                 # A bare name is a registered type or nothing. mmengine would fall back to
                 # importing it as a module path, so `'json' in HEADS` was True (the module).
@@ -101,8 +130,6 @@ class Registry(_MMRegistry):
         return sorted(names)
 
     def unknown_type_message(self, key: str) -> str:
-        from reseg.plugins import failed_plugins
-
         own = sorted(self.module_dict)
         lines = [f"Unknown {self.name} type {key!r} (registry '{self.scope}::{self.name}')."]
         by_lower = {n.lower(): n for n in self.registered_names()}
@@ -112,14 +139,7 @@ class Registry(_MMRegistry):
         lines.append(
             f"Registered {self.name} types in reseg: {', '.join(own) if own else '(none)'}."
         )
-        failed = failed_plugins()
-        if failed:
-            lines.append("These plugins failed to load and may be the ones that provide it:")
-            for f in failed:
-                origin = f", {f.dist} {f.version}" if getattr(f, "dist", None) else ""
-                stage = getattr(f, "stage", "import")
-                when = {"import": "on import", "validate": "validation"}.get(stage, f"in {stage}")
-                lines.append(f"  - {f.name} ({f.value}{origin}) failed {when}: {f.error}")
+        lines.extend(_plugin_reporter(self.name, key) if _plugin_reporter is not None else [PLUGINS_NOT_LOADED])
         lines.append("Run `reseg plugins` to see every plugin and what it registered.")
         return "\n".join(lines)
 

@@ -1,4 +1,4 @@
-"""The records passed between reseg's parts (DESIGN.md, "Contracts").
+"""The records passed between reseg's parts (docs/architecture.md, "Contracts").
 
 Every dataset, whatever its on-disk format, yields one :class:`Sample` per image: the image at its
 original size and one or more :class:`Query` objects about it. Heads turn samples into
@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-#: Task names a sample may carry (DESIGN.md, "Sample").
+#: Task names a sample may carry (docs/architecture.md, "Sample").
 TASKS = ("res", "gres", "ores", "reason", "fp", "vqa", "semseg")
 
 

@@ -1,6 +1,6 @@
 # Tiny LISA: the real transformers LLaVA and segment_anything SAM classes at toy sizes (CPU minutes).
 # The tiny SAM and vision tower load weights pre-trained on the synthetic benchmark by
-# tools/pretrain_tiny.py when those files exist (see configs/lisa/lisa_tiny_synthref.py).
+# tools/research/pretrain_tiny.py when those files exist (see configs/lisa/lisa_tiny_synthref.py).
 tiny_data_root = "data/synthref"
 tiny_models_dir = "data/tiny_models"
 

@@ -1,4 +1,4 @@
-"""Datasets: loaders for the real on-disk formats, the synthetic benchmark generator, batching.
+"""Datasets: loaders for the real on-disk formats, batching; the synthetic benchmark in :mod:`.synthref`.
 
 Importing this package registers the loaders in :data:`reseg.registry.DATASETS` and the collate
 function in :data:`reseg.registry.FUNCTIONS` (both registries list ``reseg.datasets`` as a location).
@@ -6,6 +6,8 @@ function in :data:`reseg.registry.FUNCTIONS` (both registries list ``reseg.datas
 Loaders (task of their samples): :class:`RefCOCODataset` (``res``), :class:`GRefCOCODataset`
 (``gres``), :class:`FPRefCOCODataset` (``fp``), :class:`ReasonSegDataset` (``reason``),
 :class:`MaskGroupsDataset` (``ores``); :class:`MixedDataset` mixes them by rate for training.
+:class:`SynthVQADataset` (``vqa``) asks questions about the synthetic benchmark's scenes; the generator
+itself (``generate_synthref``) is :mod:`reseg.datasets.synthref`.
 """
 from reseg.datasets.base import RESEG_METAINFO, ResegDataset
 from reseg.datasets.collate import reseg_collate
@@ -22,7 +24,7 @@ from reseg.datasets.mixed import MixedDataset
 from reseg.datasets.reasonseg import ReasonSegDataset
 from reseg.datasets.refer import RefCOCODataset
 from reseg.datasets.safe_pickle import UnsafePickleError, dump_pickle, load_pickle
-from reseg.datasets.synth_vqa import SynthVQADataset
+from reseg.datasets.synthref.vqa import SynthVQADataset
 
 __all__ = [
     "SynthVQADataset",

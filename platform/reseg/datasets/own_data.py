@@ -67,7 +67,7 @@ from reseg.datasets.io import (
     encode_rle,
     read_image_rgb,
 )
-from reseg.datasets.synth_writers import ReferWriter, dumps_json
+from reseg.datasets.synthref.writers import ReferWriter, dumps_json
 from reseg.fileio import iter_json_objects
 
 #: The dataset (folder) name the converter writes and ``configs/lisa/lisa_tiny_own-data.py`` reads.

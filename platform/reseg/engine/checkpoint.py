@@ -2,11 +2,10 @@
 
 mmengine pickles non-tensor objects into its checkpoints (``HistoryBuffer`` instances in the message
 hub, holding numpy arrays), so ``torch.load`` under torch >= 2.6's default ``weights_only=True``
-refuses them (``specs/environment.md``). Instead of torch's environment override (which
-disables the check for every load) :class:`PlainCheckpointHook` rewrites the checkpoint into plain
-containers, scalars and tensors just before it is written, and restores the objects right after it
-is read; a checkpoint from anywhere else is still loaded with the safe unpickler and refused if it
-holds code.
+refuses them. Instead of torch's environment override (which disables the check for every load)
+:class:`PlainCheckpointHook` rewrites the checkpoint into plain containers, scalars and tensors just
+before it is written, and restores the objects right after it is read; a checkpoint from anywhere
+else is still loaded with the safe unpickler and refused if it holds code.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """mmengine metrics: thin :class:`~mmengine.evaluator.BaseMetric` wrappers of :mod:`.functional`.
 
-The contract with the model (DESIGN.md, "Evaluator"):
+The contract with the model (docs/architecture.md, "Evaluator"):
 
 * ``data_batch`` is what the dataloader yielded, ``dict(samples=list[Sample])``;
 * ``data_samples`` is what ``val_step``/``test_step`` returned, one dict per sample in the same

@@ -1,6 +1,6 @@
 """LLaVA-family LMM backbone (Hugging Face ``LlavaForConditionalGeneration``).
 
-Two scales, one class (DESIGN.md, "Two scales"):
+Two scales, one class (docs/architecture.md, "Two scales"):
 
 * ``pretrained='/path/to/llava-1.5-7b-hf'``: a local Hugging Face LLaVA directory (config, weights,
   tokenizer, image processor). Nothing is fetched from a hub.
@@ -50,7 +50,7 @@ class LlavaLMM(nn.Module):
         tiny: dict with ``vision`` (``CLIPVisionConfig`` kwargs), ``text`` (``LlamaConfig`` kwargs),
             ``tokenizer_dir``, an optional ``vision_checkpoint`` (tower weights), an optional
             ``checkpoint`` (a whole tiny LLaVA state dict: tower, projector and LLM, written by
-            ``tools/pretrain_tiny.py --parts llava``; loaded after ``vision_checkpoint``) and any
+            ``tools/research/pretrain_tiny.py --parts llava``; loaded after ``vision_checkpoint``) and any
             other ``LlavaConfig`` kwargs such as ``vision_feature_layer`` (tiny scale).
         lora: ``None`` (no LoRA) or ``dict(r=8, lora_alpha=16, lora_dropout=0.05,
             target_modules=r'.*language_model.*\\.(q_proj|v_proj)')``; spec seg_token_family.md §1.4.
@@ -158,12 +158,12 @@ class LlavaLMM(nn.Module):
                           image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
                           image_seq_length=n_tokens, **llava_kwargs)
         model = LlavaForConditionalGeneration(cfg)
-        if vision_checkpoint is not None:  # a tower pre-trained by tools/pretrain_tiny.py
+        if vision_checkpoint is not None:  # a tower pre-trained by tools/research/pretrain_tiny.py
             from reseg.models.mask_sources.sam import load_state_dict_file
 
             sd = load_state_dict_file(vision_checkpoint, "model.lmm.tiny.vision_checkpoint")
             model.model.vision_tower.load_state_dict(sd, strict=True)
-        if checkpoint is not None:  # the whole tiny LLaVA, "instruction-tuned" by tools/pretrain_tiny.py
+        if checkpoint is not None:  # the whole tiny LLaVA, "instruction-tuned" by tools/research/pretrain_tiny.py
             from reseg.models.mask_sources.sam import load_state_dict_file
 
             sd = load_state_dict_file(checkpoint, "model.lmm.tiny.checkpoint")
@@ -175,7 +175,7 @@ class LlavaLMM(nn.Module):
                 raise ValueError(
                     f"model.lmm.tiny.checkpoint={checkpoint!r} does not match the tiny config: "
                     f"{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, "
-                    f"{len(resized)} of another shape {resized[:3]}; re-run tools/pretrain_tiny.py "
+                    f"{len(resized)} of another shape {resized[:3]}; re-run tools/research/pretrain_tiny.py "
                     "--parts llava --force with this config")
             model.load_state_dict(sd, strict=True)
         size = vcfg.image_size

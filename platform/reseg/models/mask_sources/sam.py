@@ -1,10 +1,10 @@
 """SAM as a mask source: the ``segment_anything`` classes, real (ViT-B/L/H checkpoints) or tiny.
 
-Contract (DESIGN.md, "Mask source"): :meth:`SAMMaskSource.embed` runs the image encoder once per
-image; :meth:`SAMMaskSource.decode` takes custom sparse embeddings ``[n, T, C]`` (the pip
+Contract (docs/architecture.md, "Mask source"): :meth:`SAMMaskSource.embed` runs the image encoder
+once per image; :meth:`SAMMaskSource.decode` takes custom sparse embeddings ``[n, T, C]`` (the pip
 ``PromptEncoder`` has no ``text_embeds`` argument, so ours are concatenated after its point/box
-output, environment.md) and returns low-resolution logits; :meth:`SAMMaskSource.postprocess` returns
-logits at the original image size (spec seg_token_family.md §1.2 step 8).
+output) and returns low-resolution logits; :meth:`SAMMaskSource.postprocess` returns logits at the
+original image size (spec seg_token_family.md §1.2 step 8).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Candidate pools: a proposer's masks, each turned into one LMM token (DESIGN.md, "Candidate pool").
+"""Candidate pools: a proposer's masks, each turned into one LMM token (docs/architecture.md, "Mask source").
 
 * :mod:`.source`: :class:`CandidatePoolSource`, the mask source (kind ``candidate_pool``) that
   glues the two parts below for a pool-based head such as RAS;

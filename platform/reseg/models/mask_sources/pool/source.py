@@ -1,7 +1,7 @@
 """The candidate-pool mask source: a proposer's masks, turned into one LMM token each.
 
 A candidate-pool model (RAS, anchorseg_ras.md §2.2) does not decode masks; it selects from a pool.
-This module glues the two registered parts of DESIGN.md's "Candidate pool":
+This module glues the two registered parts of a candidate pool (docs/architecture.md, "Mask source"):
 
 * where the pool comes from: the sample's own pool (``Sample.candidate_masks``: MaskGroups
   ``mask_pool`` RLE) or a **proposer** (``PROPOSERS``: SAM automatic masks, an mmdet detector, a pool

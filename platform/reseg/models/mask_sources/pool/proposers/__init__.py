@@ -1,4 +1,4 @@
-"""Proposers: N candidate masks per image for pool-based heads such as RAS (DESIGN.md, "Mask source").
+"""Proposers: N candidate masks per image for pool-based heads such as RAS (docs/architecture.md, "Mask source").
 
 * :mod:`.base`: the contract (:class:`BaseProposer`, :class:`Proposals`);
 * :mod:`.postprocess`: :func:`postprocess_pool`, the clean-up every proposer runs;

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Pre-train the tiny SAM and the tiny vision tower (and, optionally, the whole tiny LLaVA) on the synthetic benchmark.
 
 At real scale SAM and the CLIP tower arrive pretrained; the tiny scale mirrors that, using only the
@@ -12,13 +11,11 @@ synthetic REFER *train* split (COCO ``instances.json``; no query text, no valida
   prompt, target = every matching object, :func:`attribute_target`; the embeddings are discarded
   afterwards). Real SAM's released decoder saw points, boxes and masks only, but the SAM paper's
   text-to-mask experiment (§7.5) trains it with CLIP embeddings of the object as prompts, which is
-  what this mirrors at the tiny scale. It lowers point-prompt quality (mIoU 0.65 -> 0.22). It is off
-  by default, and ``make demo`` turns it on for the demo's 128 px SAM
-  (``configs/lisa/lisa_tiny-sam128_synthref.py``): with a frozen, randomly initialised SAM encoder,
-  tiny LISA's masks follow the query only weakly (two queries of one image: mask IoU 0.58); with
-  this SAM they follow colour and shape (0.35; tools/analyze_predictions.py)
-  (docs/benchmarks.md, session of 2026-12-04 (third)). On the older 256 px point-pre-trained
-  configuration it did not help (same page, 2026-12-02). ``--sam-located-share P`` adds an anchor
+  what this mirrors at the tiny scale. It costs point-prompt quality, so it is off by default;
+  ``make demo`` turns it on for the demo's 128 px SAM (``configs/lisa/lisa_tiny-sam128_synthref.py``),
+  with which tiny LISA's masks follow the colour and shape a query names rather than giving every
+  query of an image nearly the same mask (``tools/analyze_predictions.py`` measures both; the numbers
+  are in docs/benchmarks.md). ``--sam-located-share P`` adds an anchor
   point to that share of the attribute prompts (its positional encoding, as SAM encodes a point,
   added to the same token; the anchor may lie outside the image), and the target becomes the single
   matching object nearest to it (:func:`located_target`; with the field ``"any"``, the nearest object
@@ -30,16 +27,15 @@ synthetic REFER *train* split (COCO ``instances.json``; no query text, no valida
   instruction-tuned with text answers, a stand-in for LLaVA-1.5, which LISA starts from: referring
   questions in LISA's question templates answered with the referred object's colour and shape in
   LISA's answer templates (``"Sure, it is red circle."`` where LISA later says ``"Sure, it is
-  [SEG]."``), plus scene VQA (:mod:`reseg.datasets.synth_vqa`) -> ``<out>/llava_tiny.pth``;
+  [SEG]."``), plus scene VQA (:mod:`reseg.datasets.synthref.vqa`) -> ``<out>/llava_tiny.pth``;
   ``--llava-copy-share`` answers that share of the referring questions by repeating the expression
-  instead. Load it with ``--cfg-options model.lmm.tiny.checkpoint=<out>/llava_tiny.pth``. It was
-  meant to give tiny LISA question-dependent ``[SEG]`` states, as a pretrained LLaVA has; measured
-  (docs/benchmarks.md, run 10), tiny LISA trained from it plateaus where it does from random
-  weights, so it is off by default.
+  instead. Load it with ``--cfg-options model.lmm.tiny.checkpoint=<out>/llava_tiny.pth``. It stands
+  in for the question-dependent ``[SEG]`` states a pretrained LLaVA gives LISA; tiny LISA trained
+  from it does no better than from random weights (docs/benchmarks.md), so it is off by default.
 
 All are tensor-only state dicts; generated files live under ``data/`` and are never committed.
 
-    python tools/pretrain_tiny.py --data data/synthref --out data/tiny_models [--parts vision,sam[,llava]]
+    python tools/research/pretrain_tiny.py --data data/synthref --out data/tiny_models [--parts vision,sam[,llava]]
 """
 from __future__ import annotations
 
@@ -51,7 +47,8 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from reseg.research.tiny import clipped_step, expression
 
 
 def parse_args(argv=None):
@@ -228,7 +225,7 @@ def train_sam(args, images, masks, labels) -> None:
     src = MASK_SOURCES.build(cfg)
     sam = src.sam
     S = src.image_size
-    from reseg.datasets.synth_scene import COLOURS, KINDS
+    from reseg.datasets.synthref.scene import COLOURS, KINDS
 
     colours, kinds = list(COLOURS), list(KINDS)
     grid = src.embedding_size[0]
@@ -358,7 +355,7 @@ def patch_labels(image_shape, masks, labels, lmm, colours, kinds) -> tuple[np.nd
 def train_vision(args, images, masks, labels) -> None:
     from mmengine.config import Config
 
-    from reseg.datasets.synth_scene import COLOURS, KINDS
+    from reseg.datasets.synthref.scene import COLOURS, KINDS
     from reseg.registry import LMMS
 
     out_file = os.path.join(args.out, "vision_tiny.pth")
@@ -395,52 +392,6 @@ def train_vision(args, images, masks, labels) -> None:
                   flush=True)
     _save(tower.state_dict(), out_file, dict(config=args.config, steps=args.vision_steps, seed=args.seed,
                                              final_loss=float(loss.item()), seconds=round(time.time() - t0, 1)))
-
-
-def clipped_step(loss, opt, sched, params, max_norm: float = 1.0) -> None:
-    """One optimiser step of the tiny pre-training and probe loops: backward, clip the gradient norm
-    to ``max_norm`` (1.0, LISA's clipping), step the optimiser and the scheduler."""
-    opt.zero_grad()
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, max_norm)
-    opt.step()
-    sched.step()
-
-
-def probe_setup(config: str, seed: int, scope: str, cfg_options: dict | None = None):
-    """What both probes (``probe_tiny_llm.py``, ``probe_tiny_sam.py``) start from: the reseg scope,
-    seeded torch and a seeded ``random.Random``, the config with ``cfg_options`` merged (exits unless
-    its LMM is tiny)."""
-    import random
-
-    from mmengine.config import Config
-    from mmengine.registry import DefaultScope
-
-    DefaultScope.get_instance(scope, scope_name="reseg")
-    torch.manual_seed(seed)
-    full = Config.fromfile(config)
-    if cfg_options:
-        full.merge_from_dict(cfg_options)
-    if "tiny" not in full.model.lmm:
-        sys.exit(f"error: {config}: model.lmm has no `tiny` section; this probe is for tiny configs")
-    return full, random.Random(seed)
-
-
-def refer_splits(data: str, seed: int):
-    """The synthetic benchmark's REFER-format train split (3 expressions per image) and val split."""
-    from reseg.registry import DATASETS
-
-    root = os.path.join(data, "refer_seg")
-    common = dict(data_root=root, dataset="synthref", split_by="unc", image_dir=os.path.join(root, "images", "synthref"))
-    train = DATASETS.build(dict(type="RefCOCODataset", split="train", num_queries_per_sample=3, seed=seed, **common))
-    val = DATASETS.build(dict(type="RefCOCODataset", split="val", test_mode=True, **common))
-    return train, val
-
-
-def expression(text: str) -> str:
-    """The referring expression without a leading article ("the blue star" -> "blue star")."""
-    words = text.strip().rstrip(".").split()
-    return " ".join(words[1:] if len(words) > 1 and words[0].lower() in ("the", "a", "an") else words)
 
 
 def referring_answer_conversations(sample, attrs: dict, system_prompt: str, image_token: str, rng,

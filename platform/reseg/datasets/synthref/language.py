@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from reseg.datasets.synth_scene import Scene, SceneObject
+from reseg.datasets.synthref.scene import Scene, SceneObject
 
 #: Size comparisons need this ratio of full areas and of visible areas.
 SIZE_RATIO_FULL = 1.7

@@ -1,4 +1,4 @@
-"""Language for the synthetic benchmark v2: expressions about groups of objects, or about none.
+"""Language for the synthetic benchmark: expressions about groups of objects, or about none.
 
 * :func:`multi_target_candidates`: expressions with two or more targets ("all red shapes", "the two
   circles", "every shape left of the green square", "the red circle and the blue square");
@@ -10,7 +10,7 @@
   <mask_ref>"), MaskGroups style;
 * :func:`describe_scene`: a caption of the whole scene.
 
-As in :mod:`~reseg.datasets.synth_language`, a phrase is kept only when its target set is certain:
+As in :mod:`~reseg.datasets.synthref.language`, a phrase is kept only when its target set is certain:
 group membership is exact, and relations must hold or fail clearly (``relation_holds`` is never
 ``None``) for every candidate.
 """
@@ -21,8 +21,8 @@ from typing import Optional
 
 import numpy as np
 
-from reseg.datasets.synth_language import RefExpr, _noun, _pick, group, relation_holds, resolve
-from reseg.datasets.synth_scene import COLOURS, KINDS, Scene
+from reseg.datasets.synthref.language import RefExpr, _noun, _pick, group, relation_holds, resolve
+from reseg.datasets.synthref.scene import COLOURS, KINDS, Scene
 
 #: The reference placeholder written into MaskGroups queries.
 REF_TOKEN = "<mask_ref>"

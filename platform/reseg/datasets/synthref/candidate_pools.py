@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from reseg.datasets.synth_scene import Scene
+from reseg.datasets.synthref.scene import Scene
 
 
 @dataclass

@@ -1,12 +1,11 @@
-#!/usr/bin/env python
 """Can the tiny LLM of a config learn to read the question? A copy probe (docs/benchmarks.md).
 
-The tiny LISA's ``[SEG]`` states do not depend on the query (docs/benchmarks.md). This probe asks the
-smallest question behind that: trained on LISA's conversation (question templates, answer templates,
-the synthetic REFER *train* expressions), can the config's tiny LLaVA learn to *repeat* the
-referring expression in its answer (``"Sure, it is blue star."``)? It reports the teacher-forced
-accuracy of the first expression word after ``"Sure, it is"`` on the validation expressions, with
-the image tokens of the conversation given as
+When a tiny LISA's ``[SEG]`` states do not depend on the query (``tools/research/analyze_seg_states.py``
+measures it), this probe asks the smallest question behind that: trained on LISA's conversation
+(question templates, answer templates, the synthetic REFER *train* expressions), can the config's
+tiny LLaVA learn to *repeat* the referring expression in its answer (``"Sure, it is blue star."``)?
+It reports the teacher-forced accuracy of the first expression word after ``"Sure, it is"`` on the
+validation expressions, with the image tokens of the conversation given as
 
 * ``none``: no image tokens (a text-only LLM),
 * ``noise``: as many image tokens as the config has, filled with Gaussian noise at the scale of the
@@ -16,7 +15,7 @@ the image tokens of the conversation given as
 Only the LLM (and, for ``real``, the projector) trains; nothing is written unless ``--save``
 (a whole tiny LLaVA state dict, loadable as ``model.lmm.tiny.checkpoint``).
 
-    python tools/probe_tiny_llm.py --image-tokens none|noise|real [--steps 300] [--lr 1e-3] [--save F]
+    python tools/research/probe_tiny_llm.py --image-tokens none|noise|real [--steps 300] [--lr 1e-3] [--save F]
 """
 from __future__ import annotations
 
@@ -28,7 +27,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pretrain_tiny import clipped_step, expression, probe_setup, refer_splits  # tools/ is on sys.path when run as a script
+from reseg.research.tiny import clipped_step, expression, probe_setup, refer_splits
 
 
 def parse_args(argv=None):

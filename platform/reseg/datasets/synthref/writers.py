@@ -11,7 +11,7 @@
   ``<out>/mask_groups/<split>.json`` + ``<out>/mask_groups/images/<file>.jpg``.
 
 The writers only know formats; what goes into them (scenes, expressions, rules) is decided by
-:mod:`reseg.datasets.synthetic` and :mod:`reseg.datasets.synth_v2`. :class:`ReferWriter` also writes
+:mod:`.generator` and :mod:`.items`. :class:`ReferWriter` also writes
 the gRefCOCO files of :mod:`reseg.datasets.own_data` (a user's own images, which it does not copy).
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 from reseg.datasets.io import PathLike
 from reseg.datasets.safe_pickle import dump_pickle
-from reseg.datasets.synth_scene import KINDS
+from reseg.datasets.synthref.scene import KINDS
 
 
 def _write_bytes(path: Path, data: bytes) -> None:

@@ -1,7 +1,6 @@
 """The synthetic benchmark ``synthref``: coloured shapes, written in the real datasets' formats.
 
-``generate_synthref(out, SynthRefConfig(seed=0))`` writes (v1: REFER + ReasonSeg; v2: gRefCOCO,
-FP-RefCOCO and MaskGroups)::
+``generate_synthref(out, SynthRefConfig(seed=0))`` writes five split families::
 
     <out>/refer_seg/images/synthref/synthref_<image_id>.jpg   # REFER / COCO (spec §5.2)
     <out>/refer_seg/synthref/instances.json                   # every object of every image
@@ -24,14 +23,11 @@ so the real loaders read it unchanged::
 
 Determinism: every image comes from its own ``numpy`` generator seeded by
 ``(seed, family, split, index)``, so the same seed gives byte-identical files (whatever the number of
-workers), and changing one split's count leaves the other splits' images unchanged. Adding the v2
-families left the v1 files byte-identical (only ``synthref_meta.json`` changed).
+workers), and changing one split's count, or one family's, leaves the other splits' images unchanged.
 
-Structure: :mod:`~reseg.datasets.synth_scene` (scene model and rendering),
-:mod:`~reseg.datasets.synth_language` (expressions and reasoning rules),
-:mod:`~reseg.datasets.synth_groups` (group, no-target, false-premise and reference expressions),
-:mod:`~reseg.datasets.synth_pool` (imperfect candidate pools), :mod:`~reseg.datasets.synth_v2` (v2
-items) and :mod:`~reseg.datasets.synth_writers` (file formats); this module only wires them.
+This module only wires the parts of the package together: :mod:`.items` draws each image (scene from
+:mod:`.scene`, expressions from :mod:`.language` and :mod:`.group_language`, pools from
+:mod:`.candidate_pools`) and :mod:`.writers` writes the file formats.
 """
 from __future__ import annotations
 
@@ -43,42 +39,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import cv2
-import numpy as np
-
 from reseg.datasets.io import PathLike
-from reseg.datasets.synth_language import (
-    REASON_FAMILIES,
-    ReasonRule,
-    candidate_rules,
-    choose_sentences,
-    raw_variant,
-    rule_target,
-    rule_texts,
-    tokenize,
-)
-from reseg.datasets.synth_common import (  # noqa: F401 (re-exported: the v1 names)
-    FAMILY_CODE,
+from reseg.datasets.synthref.candidate_pools import PoolConfig
+from reseg.datasets.synthref.items import (
     IMAGE_ID_STRIDE,
-    SPLIT_CODE,
+    MaskGroupsItem,
+    ReasonItem,
     ReferItem,
-    coco_annotation,
-    item_rng,
-    refer_image_id,
+    make_fp_item,
+    make_gref_item,
+    make_maskgroups_item,
+    make_reason_item,
+    make_refer_item,
 )
-from reseg.datasets.synth_pool import PoolConfig
-from reseg.datasets.synth_scene import (
-    COLOURS,
-    KINDS,
-    Scene,
-    SceneConfig,
-    encode_jpeg,
-    mask_to_pixel_polygons,
-    render_scene,
-    sample_scene,
-)
-from reseg.datasets.synth_v2 import MaskGroupsItem, make_fp_item, make_gref_item, make_maskgroups_item
-from reseg.datasets.synth_writers import MaskGroupsWriter, ReasonSegWriter, ReferWriter, labelme_record
+from reseg.datasets.synthref.scene import COLOURS, KINDS, SceneConfig
+from reseg.datasets.synthref.writers import MaskGroupsWriter, ReasonSegWriter, ReferWriter
 
 GENERATOR_VERSION = "2.0"
 META_FILE = "synthref_meta.json"
@@ -107,20 +82,20 @@ class SynthRefConfig:
     reason_family_weights: dict[str, float] = field(
         default_factory=lambda: {"colour": 0.3, "shape": 0.35, "combo": 0.2, "superlative": 0.15})
     jpeg_quality: int = 95
-    # -- v2: gRefCOCO ---------------------------------------------------------------------------------
+    # -- gRefCOCO ----------------------------------------------------------------------------------------
     gref_counts: dict[str, int] = field(
         default_factory=lambda: {"train": 500, "val": 100, "testA": 100, "testB": 100})
     gref_dataset_name: str = "grefcoco_synth"
     gref_max_single_refs: int = 2
     gref_max_multi_refs: int = 2
     gref_no_target_prob: float = 0.7
-    # -- v2: FP-RefCOCO -------------------------------------------------------------------------------
+    # -- FP-RefCOCO --------------------------------------------------------------------------------------
     fp_counts: dict[str, int] = field(
         default_factory=lambda: {"train": 400, "val": 100, "testA": 100, "testB": 100})
     fp_dataset_name: str = "fprefcoco_synth"
     fp_split_by: str = "berkeley_exclude_unified"
     fp_prob: float = 0.5
-    # -- v2: MaskGroups -------------------------------------------------------------------------------
+    # -- MaskGroups --------------------------------------------------------------------------------------
     maskgroups_counts: dict[str, int] = field(
         default_factory=lambda: {"train": 400, "validation": 100})
     mg_dataset_name: str = "maskgroups_synth"
@@ -141,123 +116,6 @@ class SynthRefConfig:
                 raise ValueError(f"{name}: unknown splits {sorted(bad)}; valid: {list(valid)}")
             if any(int(v) < 0 or int(v) >= IMAGE_ID_STRIDE for v in counts.values()):
                 raise ValueError(f"{name}: counts must be in [0, {IMAGE_ID_STRIDE}), got {counts}")
-
-
-# -- REFER items ---------------------------------------------------------------------------------------
-
-
-def make_refer_item(cfg: SynthRefConfig, split: str, index: int) -> ReferItem:
-    """Scene, image, annotations and refs of REFER image ``index`` of ``split`` (pure function)."""
-    rng = item_rng(cfg.seed, "refer", split, index)
-    while True:
-        scene = sample_scene(rng, cfg.scene)
-        chosen = {k: choose_sentences(scene, k, rng, cfg.max_sentences_per_ref)
-                  for k in range(len(scene.objects))}
-        referable = [k for k, s in chosen.items() if s]
-        if referable:
-            break
-    order = [referable[i] for i in rng.permutation(len(referable))][: cfg.max_refs_per_image]
-    image_id = refer_image_id(split, index)
-    file_name = f"{cfg.dataset_name}_{image_id:08d}.jpg"
-    anns = [coco_annotation(scene, k, image_id * 10 + k, image_id) for k in range(len(scene.objects))]
-    refs = []
-    for k in sorted(order):
-        ann_id = image_id * 10 + k
-        sentences = []
-        for j, (text, expr) in enumerate(chosen[k]):
-            sentences.append(dict(tokens=tokenize(text), raw=raw_variant(text, rng), sent_id=ann_id * 10 + j,
-                                  sent=" ".join(tokenize(text))))
-        refs.append(dict(
-            sent_ids=[s["sent_id"] for s in sentences],
-            file_name=f"{file_name[:-4]}_{ann_id}.jpg",
-            ann_id=ann_id,
-            ref_id=ann_id,
-            image_id=image_id,
-            split=split,
-            sentences=sentences,
-            category_id=scene.objects[k].category_id,
-            synth_strategies=[expr.strategy for _, expr in chosen[k]],
-        ))
-    jpeg = encode_jpeg(render_scene(scene), cfg.jpeg_quality)
-    image = dict(id=image_id, file_name=file_name, height=scene.height, width=scene.width)
-    return ReferItem(image=image, jpeg=jpeg, annotations=anns, refs=refs)
-
-
-# -- ReasonSeg items -----------------------------------------------------------------------------------
-
-
-@dataclass
-class ReasonItem:
-    """One ReasonSeg image: name, JPEG bytes and its labelme-style JSON record."""
-
-    split: str
-    name: str
-    jpeg: bytes
-    record: dict[str, Any]
-
-
-def _ignore_region(scene: Scene, target: int, rng: np.random.Generator) -> Optional[np.ndarray]:
-    """An int ``[4, 2]`` box over part of a non-target object (or background), away from the target."""
-    h, w = scene.height, scene.width
-    keep_out = cv2.dilate(scene.objects[target].visible_mask.astype(np.uint8),
-                          np.ones((7, 7), np.uint8)).astype(bool)
-    others = [k for k in range(len(scene.objects)) if k != target]
-    for _ in range(20):
-        if others and rng.random() < 0.8:
-            x0, y0, x1, y1 = scene.objects[others[int(rng.integers(len(others)))]].bbox
-            bw, bh = max(6, int((x1 - x0) * rng.uniform(0.5, 0.9))), max(6, int((y1 - y0) * rng.uniform(0.5, 0.9)))
-            bx = int(rng.integers(max(0, x0 - bw // 3), max(1, min(w - bw, x1 - bw // 2))))
-            by = int(rng.integers(max(0, y0 - bh // 3), max(1, min(h - bh, y1 - bh // 2))))
-        else:
-            bw, bh = int(rng.integers(12, max(13, w // 4))), int(rng.integers(12, max(13, h // 4)))
-            bx, by = int(rng.integers(0, max(1, w - bw))), int(rng.integers(0, max(1, h - bh)))
-        bx1, by1 = min(w - 1, bx + bw), min(h - 1, by + bh)
-        poly = np.array([[bx, by], [bx1, by], [bx1, by1], [bx, by1]], dtype=np.int32)
-        if not (scene.region_mask(poly) & keep_out).any():
-            return poly
-    return None
-
-
-def _choose_rule(cfg: SynthRefConfig, rng: np.random.Generator) -> tuple[Scene, ReasonRule]:
-    fams = list(REASON_FAMILIES)
-    p = np.array([cfg.reason_family_weights.get(f, 0.0) for f in fams], dtype=np.float64)
-    family = fams[int(rng.choice(len(fams), p=p / p.sum()))]
-    fallback: Optional[tuple[Scene, ReasonRule]] = None
-    for _ in range(30):
-        scene = sample_scene(rng, cfg.scene)
-        rules = candidate_rules(scene)
-        if not rules:
-            continue
-        wanted = [r for r in rules if r.family == family]
-        if wanted:
-            return scene, wanted[int(rng.integers(len(wanted)))]
-        if fallback is None:
-            fallback = (scene, rules[int(rng.integers(len(rules)))])
-    if fallback is None:
-        raise RuntimeError("could not draw a scene with a reasoning rule in 30 tries")
-    return fallback
-
-
-def make_reason_item(cfg: SynthRefConfig, split: str, index: int) -> ReasonItem:
-    """Scene, image and labelme JSON of ReasonSeg image ``index`` of ``split`` (pure function)."""
-    rng = item_rng(cfg.seed, "reason", split, index)
-    scene, rule = _choose_rule(cfg, rng)
-    target = rule_target(rule, scene)
-    is_sentence = bool(rng.random() < cfg.long_query_prob)
-    n_texts = int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3]))
-    texts = rule_texts(rule, rng, long=is_sentence, n=n_texts)
-    shapes = [("target", poly.tolist()) for poly in mask_to_pixel_polygons(scene.objects[target].visible_mask)]
-    ignore = _ignore_region(scene, target, rng) if rng.random() < cfg.ignore_prob else None
-    if ignore is not None:
-        scene.blur_regions.append(ignore)
-        shapes.append(("ignore", ignore.tolist()))
-    name = f"synth_{split}_{index:05d}"
-    t = scene.objects[target]
-    record = labelme_record(name, scene.height, scene.width, texts, is_sentence, shapes,
-                            extra=dict(rule=rule.name, family=rule.family, target_colour=t.colour,
-                                       target_kind=t.kind, num_objects=len(scene.objects)))
-    return ReasonItem(split=split, name=name, jpeg=encode_jpeg(render_scene(scene), cfg.jpeg_quality),
-                      record=record)
 
 
 # -- the whole benchmark -------------------------------------------------------------------------------
@@ -396,7 +254,7 @@ def generate_synthref(out: PathLike, cfg: Optional[SynthRefConfig] = None, worke
     groups.close()
 
     meta = dict(
-        generator="reseg.datasets.synthetic",
+        generator="reseg.datasets.synthref",
         version=GENERATOR_VERSION,
         seed=cfg.seed,
         config=dict(asdict(cfg), scene=asdict(cfg.scene)),

@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """Diagnose a [SEG]-family model: do its mask-token states depend on the query? Is its SAM good?
 
-    python tools/analyze_seg_states.py CONFIG CHECKPOINT|none [--images 4] [--sam-point-check 40]
+    python tools/research/analyze_seg_states.py CONFIG CHECKPOINT|none [--images 4] [--sam-point-check 40]
 
 * ``[SEG]`` similarity: for the first ``--images`` validation images, the mean pairwise cosine
   similarity of the ``[SEG]`` hidden states (and of their projections) over all queries. Values
@@ -48,9 +47,11 @@ def main(argv=None) -> int:
     DefaultScope.get_instance("analyze_seg_states", scope_name="reseg")
     import reseg.datasets  # noqa: F401
     from reseg.engine.checkpoint import load_checkpoint_file
+    from reseg.plugins import load_plugins
     from reseg.registry import DATASETS, MODELS
     from reseg.models.heads import seg_token_states
 
+    load_plugins()  # the heads are plugins
     model = MODELS.build(cfg.model)
     if args.checkpoint != "none":
         missing, unexpected = model.load_state_dict(load_checkpoint_file(args.checkpoint)["state_dict"], strict=False)

@@ -1,8 +1,7 @@
-#!/usr/bin/env python
 """Can the tiny SAM of a config follow a query whose encoding is perfect? An oracle probe.
 
-The copy probe (``tools/probe_tiny_llm.py``) asks whether the tiny LLM can read the question. This
-probe asks the other half: if the ``[SEG]`` prompt were a perfect, query-dependent code, could the
+The copy probe (``tools/research/probe_tiny_llm.py``) asks whether the tiny LLM can read the question.
+This probe asks the other half: if the ``[SEG]`` prompt were a perfect, query-dependent code, could the
 config's tiny SAM (as the config loads it: pre-trained checkpoint or random) learn to segment the
 referred object within a CPU budget? The LLM is replaced by a bag of words: the mean of learned
 embeddings of the expression's token ids (``nn.EmbeddingBag``), then LISA's ``[SEG]`` projection
@@ -26,7 +25,7 @@ cannot encode word order, so relations are its weak spot by construction).
   Nothing of the image reaches the query code, so the code can only describe the query.
 * ``--val-every N``: also report the validation gIoU every N steps (the learning curve).
 
-    python tools/probe_tiny_sam.py [--config C] [--steps 300] [--train-encoder] [--decoder sam|dot]
+    python tools/research/probe_tiny_sam.py [--config C] [--steps 300] [--train-encoder] [--decoder sam|dot]
         [--query bag|encoder|llm] [--causal] [--wrap none|lisa] [--read at|shift] [--val-every N]
         [--cfg-options k=v]
 """
@@ -43,10 +42,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.config import DictAction
 
-from pretrain_tiny import clipped_step, probe_setup, refer_splits  # tools/ is on sys.path when run as a script
+from reseg.research.tiny import clipped_step, probe_setup, refer_splits
 
 #: Words that put a synthetic expression in a category (the phrasings of
-#: ``reseg.datasets.synth_language``: "the star left of the red circle", "the circle above the star",
+#: ``reseg.datasets.synthref.language``: "the star left of the red circle", "the circle above the star",
 #: "the leftmost shape", "the shape furthest to the left", "the upper square", "the big star").
 RELATION_WORDS = ("of", "above", "below", "under")
 POSITION_WORDS = ("left", "right", "top", "bottom", "upper", "lower", "highest", "lowest")
