@@ -435,7 +435,10 @@ def cmd_generate(args) -> dict:
     model = seg.model.eval()
     model.max_new_tokens = args.max_new_tokens
     cfg = Config.fromfile(args.config)
-    dataset = DATASETS.build(copy.deepcopy(cfg.val_dataloader.dataset))
+    from mmengine.registry import DefaultScope
+
+    with DefaultScope.overwrite_default_scope("reseg"):  # a ConcatDataset builds its parts in this scope
+        dataset = DATASETS.build(copy.deepcopy(cfg.val_dataloader.dataset))
     queries = [dataclasses.replace(s, queries=[q]) for i in range(len(dataset)) for s in [dataset[i]]
                for q in s.queries][: args.queries]
     if len(queries) < max(args.batch_sizes):

@@ -16,7 +16,7 @@ from reseg_ras import functional as RF
 from script_runner import run_script
 from tiny import ras_model_cfg, tiny_lmm_cfg, tiny_tokenizer_cfg
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from reseg.registry import HEADS, MODELS
 from reseg_anchorseg import functional as AF
 from tiny import tiny_model_cfg, tiny_train_cfg, toy_sample
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 #: 1-D bilinear weights (align_corners=False) from 2 samples to 4: rows of [a, b] coefficients.
 UP_2_TO_4 = np.array([[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [0.0, 1.0]])
 

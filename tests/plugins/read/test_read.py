@@ -14,7 +14,7 @@ from reseg_read import functional as RF
 from script_runner import run_script
 from tiny import tiny_model_cfg, tiny_train_cfg, toy_sample
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 # ------------------------------------------------------------------------------ similarity (§2.3, §2.7)
