@@ -59,7 +59,7 @@ def test_register_hooks_are_specs_of_the_plugin_manager() -> None:
 def test_plugin_api_exports_marker_version_and_registries() -> None:
     assert isinstance(reseg.plugin_api.hookimpl, pluggy.HookimplMarker)
     assert reseg.plugin_api.hookimpl.project_name == "reseg"
-    assert reseg.plugin_api.PLUGIN_API_VERSION == (1, 0)
+    assert reseg.plugin_api.PLUGIN_API_VERSION == (1, 1)
     assert reseg.plugin_api.HEADS is HEADS
     for name in reseg.plugin_api.__all__:
         assert getattr(reseg.plugin_api, name) is not None, name
