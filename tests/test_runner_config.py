@@ -135,6 +135,35 @@ def test_a_config_asking_for_an_old_rewrite_is_refused_in_one_line(edit, kwargs,
         assert fragment in msg, (fragment, msg)
 
 
+def test_hooks_are_checked_by_class_so_subclasses_count():
+    """A SafeCheckpointHook subclass is atomic and accepted; a CheckpointHook subclass is not; subclasses of
+    the two required custom hooks stand in for them."""
+    from mmengine.hooks import CheckpointHook
+
+    from reseg.engine.checkpoint import PlainCheckpointHook, SafeCheckpointHook
+    from reseg.engine.determinism import StepSeedHook
+
+    class MyAtomicCheckpoints(SafeCheckpointHook):
+        pass
+
+    class MyCheckpoints(CheckpointHook):
+        pass
+
+    class MyPlain(PlainCheckpointHook):
+        pass
+
+    class MySeeds(StepSeedHook):
+        pass
+
+    cfg = _tiny()
+    cfg.default_hooks.checkpoint.type = MyAtomicCheckpoints
+    cfg.custom_hooks = [dict(type=MyPlain), dict(type=MySeeds)]
+    assert config_problems(cfg) == []
+    cfg.default_hooks.checkpoint.type = MyCheckpoints
+    (problem,) = config_problems(cfg)
+    assert problem.startswith("default_hooks.checkpoint.type='MyCheckpoints' is not atomic")
+
+
 def test_a_test_only_config_needs_no_training_settings():
     cfg = Config(dict(default_scope="reseg", model=dict(type="ReasoningSegmentor")))
     assert config_problems(cfg, training=False) == []

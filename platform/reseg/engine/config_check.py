@@ -10,8 +10,9 @@ The rules (docs/getting_started.md, "The config is what runs"):
 
 * ``default_scope='reseg'``;
 * a config that trains (one with ``train_cfg``) has ``default_hooks.checkpoint`` of type
-  ``SafeCheckpointHook`` (or ``None``: no checkpoints), and ``custom_hooks`` holding
-  ``PlainCheckpointHook`` and ``StepSeedHook``;
+  ``SafeCheckpointHook`` (or ``None``: no checkpoints; any mmengine ``CheckpointHook`` that is not a
+  ``SafeCheckpointHook`` is refused), and ``custom_hooks`` holding ``PlainCheckpointHook`` and
+  ``StepSeedHook`` (subclasses count);
 * it says ``precision='fp32'`` or ``'bf16'``, and its optim wrapper does that: ``OptimWrapper`` for
   fp32, ``AmpOptimWrapper`` with ``dtype='bfloat16'`` for bf16, ``DeepSpeedOptimWrapper`` with
   ``strategy.bf16.enabled`` matching ``precision`` under a DeepSpeed strategy; bf16 trains on CUDA only;
@@ -93,25 +94,48 @@ def _scope_problems(cfg: Any) -> list[str]:
             f"fills it in); set default_scope='reseg' ({_RUNTIME})"]
 
 
+def _hook_class(t: Any) -> Optional[type]:
+    """The hook class a config's ``type`` names (a class, or a name reseg's or mmengine's registry knows)."""
+    if isinstance(t, type):
+        return t
+    if not isinstance(t, str):
+        return None
+    from reseg.registry import HOOKS
+
+    try:
+        cls = HOOKS.get(t)
+    except KeyError:  # unknown: mmengine reports it when it builds the hooks
+        return None
+    return cls if isinstance(cls, type) else None
+
+
 def _hook_problems(cfg: Any) -> list[str]:
+    from mmengine.hooks import CheckpointHook
+
+    from reseg.engine.checkpoint import PlainCheckpointHook, SafeCheckpointHook
+    from reseg.engine.determinism import StepSeedHook
+
     out = []
     default_hooks = cfg.get("default_hooks") or {}
     if "checkpoint" not in default_hooks:
         out.append("default_hooks.checkpoint is missing, so mmengine would add its CheckpointHook (not atomic); "
                    f"set default_hooks.checkpoint=dict(type='SafeCheckpointHook', ...) ({_RUNTIME}), or None to "
                    "save no checkpoint")
-    else:
+    elif default_hooks["checkpoint"] is not None:
         ckpt = default_hooks["checkpoint"]
-        found = _type_name(ckpt.get("type") if isinstance(ckpt, dict) else type(ckpt)) if ckpt is not None else None
-        if ckpt is not None and found != "SafeCheckpointHook":
-            out.append(f"default_hooks.checkpoint.type={found!r} is not atomic (a run killed while saving leaves a "
-                       "truncated file, and old checkpoints are pruned before the new one is complete); use "
-                       "'SafeCheckpointHook' (same arguments; the runner no longer swaps it in)")
-    present = {_type_name(h.get("type") if isinstance(h, dict) else type(h)) for h in cfg.get("custom_hooks") or []}
-    for name, why in _REQUIRED_CUSTOM_HOOKS.items():
-        if name not in present:
-            out.append(f"custom_hooks lacks {name} ({why}; the runner no longer adds it); add dict(type={name!r}) "
-                       f"({_RUNTIME} lists it; a config that sets custom_hooks replaces the inherited list)")
+        given = ckpt.get("type") if isinstance(ckpt, dict) else type(ckpt)
+        cls = _hook_class(given)
+        if cls is not None and issubclass(cls, CheckpointHook) and not issubclass(cls, SafeCheckpointHook):
+            out.append(f"default_hooks.checkpoint.type={_type_name(given)!r} is not atomic (a run killed while "
+                       "saving leaves a truncated file, and old checkpoints are pruned before the new one is "
+                       "complete); use 'SafeCheckpointHook' (same arguments; the runner no longer swaps it in)")
+    present = [_hook_class(h.get("type") if isinstance(h, dict) else type(h)) for h in cfg.get("custom_hooks") or []]
+    for required in (PlainCheckpointHook, StepSeedHook):
+        if not any(isinstance(c, type) and issubclass(c, required) for c in present):
+            name = required.__name__
+            out.append(f"custom_hooks lacks {name} ({_REQUIRED_CUSTOM_HOOKS[name]}; the runner no longer adds it); "
+                       f"add dict(type={name!r}) ({_RUNTIME} lists it; a config that sets custom_hooks replaces the "
+                       "inherited list)")
     return out
 
 
