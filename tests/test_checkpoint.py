@@ -121,7 +121,7 @@ def test_old_checkpoints_are_pruned_only_after_the_new_one_is_saved(synth_root, 
     cfg.train_cfg.val_interval = 1000
     runner = build_runner(cfg)
     hook = [h for h in runner.hooks if type(h).__name__ == "SafeCheckpointHook"]
-    assert len(hook) == 1  # tiny_train_cfg names mmengine's CheckpointHook: reseg swaps it in
+    assert len(hook) == 1  # tiny_train_cfg's runtime (configs/_base_/default_runtime.py) names it
     real_save = runner.save_checkpoint
     calls = []
 

@@ -73,23 +73,25 @@ def test_real_lisa_schedule_counts_micro_batches(name):
 
 @pytest.mark.parametrize("suffix,stage,accum", [("ds-zero2", 2, 10), ("ds-zero3", 3, 10), ("1x24g", 2, 80)])
 def test_deepspeed_configs_build_with_lisas_optimiser_and_precision(suffix, stage, accum):
-    """DeepSpeed cannot train here (no CUDA); its configs must build (docs/scaling.md)."""
+    """DeepSpeed cannot train here (no CUDA); its configs must build (docs/scaling.md) and run as written."""
     from mmengine.registry import STRATEGIES
 
-    from reseg.engine.runner import apply_runtime_defaults, import_strategies
+    from reseg.engine.config_check import config_problems
+    from reseg.engine.runner import import_strategies
 
     import_strategies()
     cfg = Config.fromfile(os.path.join(ROOT, "configs", "lisa", f"lisa_llava15-7b_sam-vit-h_reasonseg_{suffix}.py"))
-    apply_runtime_defaults(cfg)
-    assert cfg.runner_type == "FlexibleRunner"
-    assert cfg.optim_wrapper.type == "DeepSpeedOptimWrapper"
-    assert dict(cfg.optim_wrapper.optimizer) == dict(type="AdamW", lr=3e-4, betas=(0.9, 0.95), weight_decay=0.0)
+    assert config_problems(cfg, launcher="pytorch", cuda=True) == []
+    assert cfg.runner_type == "FlexibleRunner" and cfg.precision == "bf16"
+    assert dict(cfg.optim_wrapper) == dict(type="DeepSpeedOptimWrapper", optimizer=dict(
+        type="AdamW", lr=3e-4, betas=(0.9, 0.95), weight_decay=0.0))
     strategy = STRATEGIES.build(cfg.strategy)
     ds = strategy.config
     assert type(strategy).__name__ == "DeepSpeedStrategy" and ds["zero_optimization"]["stage"] == stage
     # LISA's recipe (seg_token_family.md §1.4): bf16, clipping 1.0, 2 images x 10 accumulation steps
     assert ds["bf16"] == {"enabled": True} and ds["gradient_clipping"] == 1.0
     assert ds["gradient_accumulation_steps"] == accum and ds["train_micro_batch_size_per_gpu"] == 2
+    assert cfg.train_dataloader.batch_size == ds["train_micro_batch_size_per_gpu"]
     assert cfg.train_cfg.max_iters == 5000 * accum  # micro-batches: 5000 optimizer steps either way
     if suffix == "1x24g":
         assert ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
@@ -103,17 +105,28 @@ def test_fsdp_config_builds():
 
     import_strategies()
     cfg = Config.fromfile(os.path.join(ROOT, "configs", "lisa", "lisa_llava15-7b_sam-vit-h_reasonseg_fsdp.py"))
-    assert cfg.runner_type == "FlexibleRunner" and cfg.optim_wrapper.type == "OptimWrapper"
+    assert cfg.runner_type == "FlexibleRunner" and cfg.precision == "bf16"
+    assert cfg.optim_wrapper.type == "AmpOptimWrapper" and cfg.optim_wrapper.dtype == "bfloat16"
     assert type(STRATEGIES.build(cfg.strategy)).__name__ == "FSDPStrategy"
 
 
 def test_train_strategy_flag_merges_a_preset_into_any_config():
     from reseg.tools import train
 
+    from reseg.engine.config_check import config_problems
+
     cfg = Config.fromfile(os.path.join(ROOT, "configs", "lisa", "lisa_tiny_synthref.py"))
-    train.apply_strategy(cfg, "deepspeed_zero3")
+    notes = train.apply_strategy(cfg, "deepspeed_zero3")
     assert cfg.strategy.zero_optimization.stage == 3 and cfg.runner_type == "FlexibleRunner"
-    assert cfg.optim_wrapper.clip_grad.max_norm == 1.0  # the config's own, translated when the runner is built
+    # the config's optimiser, written out for DeepSpeed by the flag (and printed), not by the runner
+    assert cfg.optim_wrapper == dict(type="DeepSpeedOptimWrapper", optimizer=dict(
+        type="AdamW", lr=1e-3, betas=(0.9, 0.95), weight_decay=0.0))
+    assert (cfg.strategy.gradient_clipping, cfg.strategy.gradient_accumulation_steps,
+            cfg.strategy.train_micro_batch_size_per_gpu) == (1.0, 1, cfg.train_dataloader.batch_size)
+    assert cfg.precision == "bf16"  # the preset enables DeepSpeed's bf16
+    assert any("'OptimWrapper' -> 'DeepSpeedOptimWrapper'" in n for n in notes)
+    assert any("precision 'fp32' -> 'bf16'" in n for n in notes)
+    assert config_problems(cfg, launcher="pytorch", cuda=True) == []
     with pytest.raises(SystemExit, match="presets: deepspeed_zero2, deepspeed_zero3, fsdp"):
         train.apply_strategy(cfg, "zero9")
 

@@ -8,6 +8,8 @@ import torch
 
 from reseg.structures import Query, Sample
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def tiny_lmm_cfg(tokenizer_dir: str, **over) -> dict:
     cfg = dict(
@@ -53,7 +55,8 @@ def toy_sample(h: int = 48, w: int = 64, n_queries: int = 2, seed: int = 0) -> S
 
 def tiny_train_cfg(synth_root, tokenizer_dir: str, work_dir: str, max_iters: int = 20, head: str = "LISAHead",
                    batch_size: int = 4, ckpt_interval: int = 10, lr: float = 1e-3):
-    """A complete runner config: tiny model + the session's synthetic benchmark + a short schedule."""
+    """A complete runner config: tiny model + the session's synthetic benchmark + a short fp32 schedule,
+    on reseg's runtime (``configs/_base_/default_runtime.py``: scope, hooks, DDP wrapper)."""
     from mmengine.config import Config
 
     root = str(synth_root)
@@ -63,8 +66,8 @@ def tiny_train_cfg(synth_root, tokenizer_dir: str, work_dir: str, max_iters: int
     model = tiny_model_cfg(tokenizer_dir, head=head)
     model["lmm"]["trainable_modules"] = "all"
     model["lmm"]["lora"] = None
-    return Config(dict(
-        default_scope="reseg",
+    cfg = Config.fromfile(str(ROOT / "configs" / "_base_" / "default_runtime.py"))
+    cfg.merge_from_dict(dict(
         work_dir=work_dir,
         model=model,
         train_dataloader=dict(batch_size=batch_size, num_workers=0, sampler=dict(type="InfiniteSampler", shuffle=True),
@@ -78,15 +81,15 @@ def tiny_train_cfg(synth_root, tokenizer_dir: str, work_dir: str, max_iters: int
         val_evaluator=dict(type="SegIoUMetric", split_by="dataset"),
         train_cfg=dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters),
         val_cfg=dict(type="ValLoop"),
+        precision="fp32",
         optim_wrapper=dict(type="OptimWrapper", optimizer=dict(type="AdamW", lr=lr, betas=(0.9, 0.95), weight_decay=0.0),
                            clip_grad=dict(max_norm=1.0)),
-        default_hooks=dict(logger=dict(type="LoggerHook", interval=1),
-                           checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=ckpt_interval,
-                                           max_keep_ckpts=3)),
-        log_processor=dict(by_epoch=False, window_size=1),
+        default_hooks=dict(logger=dict(interval=1),
+                           checkpoint=dict(interval=ckpt_interval, max_keep_ckpts=3)),
+        log_processor=dict(window_size=1),
         randomness=dict(seed=0),
-        env_cfg=dict(mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0)),
     ))
+    return Config(cfg.to_dict())  # no filename: a run names its dump by timestamp, not "default_runtime.py"
 
 
 def tiny_tokenizer_cfg() -> dict:

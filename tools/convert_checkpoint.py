@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Convert an official LISA / READ / AnchorSeg checkpoint into a reseg checkpoint.
+"""Convert an official checkpoint (LISA, READ, AnchorSeg, or any plugin's method) into a reseg checkpoint.
 
-The code and its documentation are in :mod:`reseg.tools.convert_checkpoint`; this file runs it.
+The code and its documentation are in :mod:`reseg.convert`; this file runs it.
 """
 import sys
 

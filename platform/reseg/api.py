@@ -376,7 +376,8 @@ def _as_config(config: Any):
 
 def resolve_precision(precision: str, device: Any) -> str:
     """``'fp32'`` or ``'bf16'`` from ``'auto'|'fp32'|'bf16'``: ``'auto'`` is bf16 on a CUDA device that
-    supports it (as training's ``precision='auto'``), fp32 elsewhere."""
+    supports it, fp32 elsewhere. An inference argument only: a config's ``precision`` (training) is
+    ``'fp32'`` or ``'bf16'``, never resolved by device."""
     import torch
 
     if precision not in ("auto", "fp32", "bf16"):

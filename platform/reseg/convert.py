@@ -1,44 +1,42 @@
-"""Import an official LISA / READ / AnchorSeg checkpoint into reseg's module names (issue 7).
+"""Import official checkpoints into reseg's module names: the converter registry and its building blocks.
 
-Where the source names come from
---------------------------------
-The official releases are Hugging Face model directories saved by each repository's
-``merge_lora_weights_and_save_hf_model.py`` (LoRA already merged into the LLM; every ``vision_tower``
-key left out, see :func:`add_vision_tower`). Their state-dict keys follow the module tree of the
-official model classes:
+A *checkpoint converter* (:class:`CheckpointConverter`) maps one official repository's state-dict
+names to reseg's. Each method plugin registers its own through the ``register_checkpoint_converters``
+hook (:mod:`reseg.hookspecs`) into :data:`~reseg.registry.CHECKPOINT_CONVERTERS`;
+``tools/convert_checkpoint.py --from NAME`` looks NAME up there (:func:`get_converter`). This module
+knows no method by name: it holds the lookup, the conversion driver (:func:`convert_state_dict`,
+:func:`convert_checkpoint`) and the building blocks a family of methods shares.
 
-* ``dvlab-research/LISA``, ``model/LISA.py``: ``LISAForCausalLM`` holds ``model`` (``LisaModel``) and
-  ``lm_head``; ``LisaMetaModel.initialize_lisa_modules`` adds ``model.visual_model`` (SAM ViT-H:
-  ``image_encoder`` / ``prompt_encoder`` / ``mask_decoder``) and ``model.text_hidden_fcs`` (a
-  ``ModuleList`` holding one ``Sequential(Linear, ReLU, Linear, Dropout)``, hence
-  ``model.text_hidden_fcs.0.0.*`` and ``model.text_hidden_fcs.0.2.*``).
-* ``dvlab-research/LISA``, ``model/llava/model/language_model/llava_llama.py`` and
-  ``model/llava/model/llava_arch.py``: the LLaVA fork's ``LlavaLlamaModel`` is a ``LlamaModel``
-  (``model.embed_tokens``, ``model.layers.N.*``, ``model.norm``) plus ``model.mm_projector`` (one
-  ``nn.Linear`` in LISA's fork, keys ``mm_projector.weight/bias``: see ``expand_linear_projector``;
-  LLaVA-1.5's builder makes ``Sequential(Linear, GELU, Linear)``, keys ``mm_projector.0`` /
-  ``mm_projector.2``, mapped directly) and
-  ``model.vision_tower``; ``model/llava/model/multimodal_encoder/clip_encoder.py``: the tower wraps a
-  ``CLIPVisionModel`` as ``.vision_tower``, hence ``model.vision_tower.vision_tower.vision_model.*``.
-* ``rui-qian/READ``, ``model/READ.py``: ``READForCausalLM`` / ``ReadMetaModel`` build exactly the
-  same modules as LISA (``visual_model``, ``text_hidden_fcs``); READ's additions (similarity points)
-  have no weights.
-* ``rui-qian/AnchorSeg``, ``model/AnchorSeg.py``: LISA's modules plus ``model.latent_hidden_fcs``
-  (same shape as ``text_hidden_fcs``), a ``decoder_modules_initialized`` flag buffer and ``ppm``
-  (the policy-prompted-masking module); ``model/segment_anything/modeling/mask_decoder.py`` adds
-  ``mask_decoder.latent_token_positional_embedding`` (K+1 x C, added to the sparse prompt) and
-  ``mask_decoder.positional_embedding`` (4 x C, added to the mask tokens).
+The ``[SEG]`` family's shared layout
+------------------------------------
+LISA, READ and AnchorSeg releases are Hugging Face model directories saved by each repository's
+``merge_lora_weights_and_save_hf_model.py`` (LoRA merged into the LLM; every ``vision_tower`` key
+left out, see :func:`add_vision_tower`). They share the module tree of ``dvlab-research/LISA``
+(:data:`SEG_FAMILY_KEY_SOURCES`):
+
+* ``model/LISA.py``: ``LISAForCausalLM`` holds ``model`` and ``lm_head``; ``initialize_lisa_modules``
+  adds ``model.visual_model`` (SAM ViT-H: ``image_encoder`` / ``prompt_encoder`` / ``mask_decoder``,
+  :data:`SAM_RULES`) and ``model.text_hidden_fcs`` (a ``ModuleList`` holding one
+  ``Sequential(Linear, ReLU, Linear, Dropout)``, hence ``model.text_hidden_fcs.0.0.*`` and
+  ``.0.2.*``: :data:`SEG_PROJECTION_RULES`);
+* ``model/llava/model/language_model/llava_llama.py`` and ``model/llava/model/llava_arch.py``: the
+  LLaVA fork's ``LlavaLlamaModel`` is a ``LlamaModel`` (``model.embed_tokens``, ``model.layers.N.*``,
+  ``model.norm``) plus ``model.mm_projector`` (one ``nn.Linear`` in LISA's fork, keys
+  ``mm_projector.weight/bias``: see :func:`expand_linear_projector`; LLaVA-1.5's builder makes
+  ``Sequential(Linear, GELU, Linear)``, keys ``mm_projector.0`` / ``.2``) and ``model.vision_tower``;
+  ``model/llava/model/multimodal_encoder/clip_encoder.py``: the tower wraps a ``CLIPVisionModel``
+  as ``.vision_tower``, hence ``model.vision_tower.vision_tower.vision_model.*``
+  (:data:`LLAVA_FORK_RULES`).
 
 reseg's names: the segmentor holds ``lmm.model`` (a Hugging Face ``LlavaForConditionalGeneration``:
-``model.language_model.*``, ``model.vision_tower.*`` (transformers 4.5x: ``model.vision_tower.vision_model.*``),
-``model.multi_modal_projector.linear_1/2``,
-``lm_head``), ``mask_source.sam.*`` (same SAM module names) and ``head.*`` (``projection``; AnchorSeg
-also ``latent_projection``, ``slot_pos``, ``mask_token_pos``).
+``model.language_model.*``, ``model.vision_tower.*`` (transformers 4.5x:
+``model.vision_tower.vision_model.*``), ``model.multi_modal_projector.linear_1/2``, ``lm_head``),
+``mask_source.sam.*`` (same SAM module names) and ``head.*`` (``projection``, and what a head adds).
 
-:func:`convert_state_dict` is the pure name mapping; :func:`fit_to_target` checks the result against a
-built model (names and shapes) and absorbs layout differences that depend on the installed
-``transformers`` / LoRA setup (``vision_tower.vision_model.`` vs ``vision_tower.``, ``X.weight`` vs
-``X.base_layer.weight``).
+:func:`convert_state_dict` applies a converter's rules (pure name mapping); :func:`fit_to_target`
+checks the result against a built model (names and shapes) and absorbs layout differences that
+depend on the installed ``transformers`` / LoRA setup (``vision_tower.vision_model.`` vs
+``vision_tower.``, ``X.weight`` vs ``X.base_layer.weight``).
 """
 from __future__ import annotations
 
@@ -46,27 +44,21 @@ import glob
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import ClassVar, Iterable, Optional, Union
 
 import torch
 
-METHODS = ("lisa", "read", "anchorseg")
-
-#: Where the official key names were read (repository, file).
-KEY_SOURCES = {
-    "lisa": [("dvlab-research/LISA", "model/LISA.py"),
-             ("dvlab-research/LISA", "model/llava/model/language_model/llava_llama.py"),
-             ("dvlab-research/LISA", "model/llava/model/multimodal_encoder/clip_encoder.py")],
-    "read": [("rui-qian/READ", "model/READ.py")],
-    "anchorseg": [("rui-qian/AnchorSeg", "model/AnchorSeg.py"),
-                  ("rui-qian/AnchorSeg", "model/segment_anything/modeling/mask_decoder.py")],
-}
+#: A rule table: (official regex, reseg replacement); the first matching rule wins, so specific rules come first.
+Rules = tuple[tuple[str, str], ...]
+#: Official keys that carry nothing reseg uses: (official regex, why); dropped and reported, never an error.
+Ignored = tuple[tuple[str, str], ...]
 
 _LLAVA = "lmm.model."  # the LlavaForConditionalGeneration inside reseg's LlavaLMM
 
-# (official regex, reseg replacement); the first matching rule wins, so specific rules come first.
-_LISA_RULES: list[tuple[str, str]] = [
+#: The LLaVA fork of ``dvlab-research/LISA`` (language model, LLaVA-1.5 two-layer projector, CLIP tower).
+LLAVA_FORK_RULES: Rules = (
     (r"^lm_head\.", _LLAVA + "lm_head."),
     (r"^model\.embed_tokens\.", _LLAVA + "model.language_model.embed_tokens."),
     (r"^model\.layers\.", _LLAVA + "model.language_model.layers."),
@@ -76,33 +68,130 @@ _LISA_RULES: list[tuple[str, str]] = [
     # the installed transformers (5.x) names the CLIP tower's weights without its `vision_model.` level;
     # fit_to_target() re-inserts it for a model built with a transformers that keeps it (4.5x)
     (r"^model\.vision_tower\.vision_tower\.vision_model\.", _LLAVA + "model.vision_tower."),
-    (r"^model\.text_hidden_fcs\.0\.", "head.projection."),
-    (r"^model\.visual_model\.", "mask_source.sam."),
-]
-_ANCHORSEG_RULES: list[tuple[str, str]] = [
-    (r"^model\.latent_hidden_fcs\.0\.", "head.latent_projection."),
-    (r"^model\.visual_model\.mask_decoder\.latent_token_positional_embedding$", "head.slot_pos"),
-    (r"^model\.visual_model\.mask_decoder\.positional_embedding$", "head.mask_token_pos"),
-]
-RULES: dict[str, list[tuple[str, str]]] = {
-    "lisa": _LISA_RULES,
-    "read": _LISA_RULES,
-    "anchorseg": _ANCHORSEG_RULES + _LISA_RULES,
-}
-
-# Official keys that carry nothing reseg uses: dropped and listed in the report, never an error.
-_COMMON_IGNORED = [
+)
+#: The ``[SEG]`` state's projection MLP (``text_hidden_fcs``) -> the head's ``projection``.
+SEG_PROJECTION_RULES: Rules = ((r"^model\.text_hidden_fcs\.0\.", "head.projection."),)
+#: SAM under ``model.visual_model`` -> the mask source's ``sam`` (same module names). Put rules for
+#: parameters a method adds inside SAM before this one.
+SAM_RULES: Rules = ((r"^model\.visual_model\.", "mask_source.sam."),)
+#: The whole shared layout, in matching order.
+SEG_FAMILY_RULES: Rules = LLAVA_FORK_RULES + SEG_PROJECTION_RULES + SAM_RULES
+#: Buffers the releases carry and transformers recomputes.
+BUFFERS_IGNORED: Ignored = (
     (r"\.rotary_emb\.inv_freq$", "RoPE frequency buffer (recomputed by transformers)"),
     (r"\.embeddings\.position_ids$", "CLIP position-id buffer (recomputed by transformers)"),
-]
-IGNORED: dict[str, list[tuple[str, str]]] = {
-    "lisa": _COMMON_IGNORED,
-    "read": _COMMON_IGNORED,
-    "anchorseg": _COMMON_IGNORED + [
-        (r"^model\.decoder_modules_initialized$", "AnchorSeg's initialisation flag buffer"),
-        (r"^ppm\.", "AnchorSeg's PolicyPromptedMasking; reseg reads the last layer (PPM mode 1, no weights)"),
-    ],
-}
+)
+#: Where the shared layout's names were read (repository, file).
+SEG_FAMILY_KEY_SOURCES: tuple[tuple[str, str], ...] = (
+    ("dvlab-research/LISA", "model/LISA.py"),
+    ("dvlab-research/LISA", "model/llava/model/language_model/llava_llama.py"),
+    ("dvlab-research/LISA", "model/llava/model/llava_arch.py"),
+    ("dvlab-research/LISA", "model/llava/model/multimodal_encoder/clip_encoder.py"),
+    ("dvlab-research/LISA", "merge_lora_weights_and_save_hf_model.py"),
+)
+
+
+class CheckpointConverter:
+    """How one official repository's checkpoints become reseg's: subclass it, set the class attributes
+    and register the class with the ``register_checkpoint_converters`` hook::
+
+        class MyConverter(CheckpointConverter):
+            # my method's releases: github.com/me/mymethod, model/mine.py
+            key_sources = SEG_FAMILY_KEY_SOURCES + (("me/mymethod", "model/mine.py"),)
+            rules = ((r"^model\\.my_fcs\\.0\\.", "head.my_projection."),) + SEG_FAMILY_RULES
+            ignored = BUFFERS_IGNORED
+
+    Override :meth:`convert` for anything beyond renaming.
+    """
+
+    #: (official regex, reseg replacement); the first matching rule wins, so specific rules come first.
+    rules: ClassVar[Rules] = ()
+    #: (official regex, why): keys dropped and listed in the report, never an error.
+    ignored: ClassVar[Ignored] = ()
+    #: (repository, file): where the official names were read.
+    key_sources: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    def __init__(self, name: Optional[str] = None) -> None:
+        #: The name it is registered (and reported) under.
+        self.name = name or type(self).__name__
+
+    def map_key(self, key: str) -> Optional[str]:
+        """The reseg name of one official key, or None when no rule maps it."""
+        for pattern, repl in self.rules:
+            if re.search(pattern, key):
+                return re.sub(pattern, repl, key, count=1)
+        return None
+
+    def ignore_reason(self, key: str) -> Optional[str]:
+        """Why an official key is dropped, or None when it is not."""
+        return next((why for pattern, why in self.ignored if re.search(pattern, key)), None)
+
+    def convert(self, src: dict, expand_projector: bool = False) -> tuple[dict, "ConversionReport"]:
+        """Rename an official state dict (pure: tensors are shared, not copied); see :func:`convert_state_dict`."""
+        report = ConversionReport(method=self.name)
+        dst: dict = {}
+        if expand_projector:
+            src, dst = expand_linear_projector(src, report)
+        for key, value in src.items():
+            why = self.ignore_reason(key)
+            if why is not None:
+                report.ignored.append((key, why))
+                continue
+            new = self.map_key(key)
+            if new is None:
+                report.unmapped.append(key)
+                continue
+            if new in dst:
+                raise ValueError(f"two source keys map to {new!r} (second: {key!r})")
+            dst[new] = value
+        report.mapped = len(dst)
+        return dst, report
+
+
+class UnknownConverterError(ValueError):
+    """``--from NAME`` names no registered checkpoint converter."""
+
+
+def registered_converters() -> dict[str, str]:
+    """Registered converter name -> who registered it (``plugin lisa``, or the module), sorted by name."""
+    from reseg.plugins import load_plugins, registered_by
+    from reseg.registry import CHECKPOINT_CONVERTERS
+
+    load_plugins()
+    out = {}
+    for name in sorted(CHECKPOINT_CONVERTERS.module_dict):
+        plugin = registered_by("checkpoint_converters", name)
+        out[name] = f"plugin {plugin}" if plugin else CHECKPOINT_CONVERTERS.module_dict[name].__module__
+    return out
+
+
+def get_converter(name: Union[str, CheckpointConverter]) -> CheckpointConverter:
+    """The converter registered as ``name`` (a converter is returned as it is).
+
+    Raises:
+        UnknownConverterError: No converter has that name; the message lists the registered ones, the
+            closest name and the plugins not loaded (failed, or filtered by ``RESEG_PLUGINS``).
+    """
+    import difflib
+
+    from reseg.plugins import failed_plugins, skipped_plugins
+    from reseg.registry import CHECKPOINT_CONVERTERS
+
+    if isinstance(name, CheckpointConverter):
+        return name
+    known = registered_converters()
+    if name in known:
+        return CHECKPOINT_CONVERTERS.module_dict[name](name)
+    listed = ", ".join(f"{n} ({who})" for n, who in known.items()) or "none"
+    msg = f"no checkpoint converter named {name!r}; registered: {listed}"
+    close = difflib.get_close_matches(name, list(known), n=1)
+    if close:
+        msg += f"; did you mean {close[0]!r}?"
+    absent = [f"{p.name} ({p.reason})" for p in skipped_plugins()]
+    absent += [f"{p.name} (failed: {p.error})" for p in failed_plugins()]
+    if absent:
+        msg += f"; plugins not loaded: {', '.join(absent)}"
+    raise UnknownConverterError(msg)
 
 
 @dataclass
@@ -178,55 +267,59 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-def map_key(key: str, method: str) -> Optional[str]:
-    """The reseg name of one official key, or None when no rule maps it."""
-    for pattern, repl in RULES[method]:
-        if re.search(pattern, key):
-            return re.sub(pattern, repl, key, count=1)
-    return None
+def map_key(key: str, method: Union[str, CheckpointConverter]) -> Optional[str]:
+    """The reseg name of one official key under the converter registered as ``method`` (None: unmapped)."""
+    return get_converter(method).map_key(key)
 
 
-_PROJ = _LLAVA + "model.multi_modal_projector."
+def __getattr__(name: str):
+    """v1's module-level tables, now derived from the registered converters (each plugin owns its rules):
+    ``METHODS`` (registered names), ``RULES`` / ``IGNORED`` / ``KEY_SOURCES`` (name -> that converter's)."""
+    views = {"METHODS": None, "RULES": "rules", "IGNORED": "ignored", "KEY_SOURCES": "key_sources"}
+    if name not in views:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    names = tuple(registered_converters())
+    if views[name] is None:
+        return names
+    return {n: list(getattr(get_converter(n), views[name])) for n in names}
 
 
-def convert_state_dict(src: dict, method: str, expand_linear_projector: bool = False) -> tuple[dict, ConversionReport]:
-    """Rename an official state dict to reseg's names (pure: tensors are shared, not copied).
+def expand_linear_projector(src: dict, report: "ConversionReport") -> tuple[dict, dict]:
+    """Split a single-Linear ``mm_projector`` off ``src`` into Hugging Face LLaVA's two layers.
 
-    ``expand_linear_projector``: the LISA repository's LLaVA fork (``model/llava/model/llava_arch.py``)
-    builds ``mm_projector`` as one ``nn.Linear`` (keys ``model.mm_projector.weight/bias``). Hugging
-    Face LLaVA always has ``linear_1 -> act -> linear_2``; with this flag the Linear becomes
-    ``linear_1`` and ``linear_2`` the identity (zero bias), which is the same function exactly when the
-    target's ``projector_hidden_act`` is ``'linear'`` (checked when a config is given).
+    The LISA repository's LLaVA fork (``model/llava/model/llava_arch.py``) builds ``mm_projector``
+    as one ``nn.Linear`` (keys ``model.mm_projector.weight/bias``). Hugging Face LLaVA always has
+    ``linear_1 -> act -> linear_2``: the Linear becomes ``linear_1`` and ``linear_2`` the identity
+    (zero bias), the same function exactly when the target's ``projector_hidden_act`` is
+    ``'linear'`` (checked by :func:`convert_checkpoint` when a config is given).
+
+    Returns ``(rest of src, the four projector tensors under reseg's names)``; ``src`` without that
+    Linear is returned unchanged with no tensors.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-    report = ConversionReport(method=method)
-    dst: dict = {}
-    if expand_linear_projector and "model.mm_projector.weight" in src:
-        src = dict(src)
-        weight = src.pop("model.mm_projector.weight")
-        bias = src.pop("model.mm_projector.bias", None)
-        hidden = weight.shape[0]
-        dst[_PROJ + "linear_1.weight"] = weight
-        dst[_PROJ + "linear_1.bias"] = bias if bias is not None else torch.zeros(hidden, dtype=weight.dtype)
-        dst[_PROJ + "linear_2.weight"] = torch.eye(hidden, dtype=weight.dtype)
-        dst[_PROJ + "linear_2.bias"] = torch.zeros(hidden, dtype=weight.dtype)
-        report.notes.append("single-Linear mm_projector expanded to linear_1 = it, linear_2 = identity "
-                            "(exact only with projector_hidden_act='linear')")
-    for key, value in src.items():
-        why = next((w for p, w in IGNORED[method] if re.search(p, key)), None)
-        if why is not None:
-            report.ignored.append((key, why))
-            continue
-        new = map_key(key, method)
-        if new is None:
-            report.unmapped.append(key)
-            continue
-        if new in dst:
-            raise ValueError(f"two source keys map to {new!r} (second: {key!r})")
-        dst[new] = value
-    report.mapped = len(dst)
-    return dst, report
+    if "model.mm_projector.weight" not in src:
+        return src, {}
+    rest = dict(src)
+    weight = rest.pop("model.mm_projector.weight")
+    bias = rest.pop("model.mm_projector.bias", None)
+    hidden = weight.shape[0]
+    proj = _LLAVA + "model.multi_modal_projector."
+    out = {
+        proj + "linear_1.weight": weight,
+        proj + "linear_1.bias": bias if bias is not None else torch.zeros(hidden, dtype=weight.dtype),
+        proj + "linear_2.weight": torch.eye(hidden, dtype=weight.dtype),
+        proj + "linear_2.bias": torch.zeros(hidden, dtype=weight.dtype),
+    }
+    report.notes.append("single-Linear mm_projector expanded to linear_1 = it, linear_2 = identity "
+                        "(exact only with projector_hidden_act='linear')")
+    return rest, out
+
+
+def convert_state_dict(src: dict, method: Union[str, CheckpointConverter],
+                       expand_linear_projector: bool = False) -> tuple[dict, "ConversionReport"]:
+    """Rename an official state dict to reseg's names with the converter registered as ``method``
+    (pure: tensors are shared, not copied). ``expand_linear_projector``: see
+    :func:`~reseg.convert.expand_linear_projector`."""
+    return get_converter(method).convert(src, expand_projector=expand_linear_projector)
 
 
 def _aliases(key: str) -> Iterable[str]:
@@ -386,11 +479,12 @@ class ConversionError(ValueError):
     """A strict conversion found unmapped / missing / unexpected keys or shape mismatches."""
 
 
-def convert_checkpoint(src: str, dst: str, method: str, config: Optional[str] = None, strict: bool = True,
-                       overwrite: bool = False, cfg_options: Optional[dict] = None,
-                       vision_tower: Optional[str] = None, expand_linear_projector: bool = False) -> ConversionReport:
-    """Read ``src`` (plus the CLIP checkpoint ``vision_tower``, if given), convert, check against
-    ``config``'s model (if given) and write ``dst``."""
+def convert_checkpoint(src: str, dst: str, method: Union[str, CheckpointConverter], config: Optional[str] = None,
+                       strict: bool = True, overwrite: bool = False, cfg_options: Optional[dict] = None,
+                       vision_tower: Optional[str] = None, expand_linear_projector: bool = False) -> "ConversionReport":
+    """Read ``src`` (plus the CLIP checkpoint ``vision_tower``, if given), convert it with the converter
+    registered as ``method``, check against ``config``'s model (if given) and write ``dst``."""
+    converter = get_converter(method)
     if os.path.exists(dst) and not overwrite:
         raise FileExistsError(f"{dst!r} exists; pass --overwrite to replace it")
     if not (dst.endswith(".safetensors") or dst.endswith(".pth")):
@@ -398,7 +492,7 @@ def convert_checkpoint(src: str, dst: str, method: str, config: Optional[str] = 
     source = read_source(src)
     if vision_tower is not None:
         source, _ = add_vision_tower(source, read_source(vision_tower))
-    sd, report = convert_state_dict(source, method, expand_linear_projector=expand_linear_projector)
+    sd, report = converter.convert(source, expand_projector=expand_linear_projector)
     if config is not None:
         shapes, act = target_from_config(config, cfg_options)
         sd = fit_to_target(sd, shapes, report)
@@ -410,3 +504,54 @@ def convert_checkpoint(src: str, dst: str, method: str, config: Optional[str] = 
                               + "\n  ".join(report.errors()))
     write_checkpoint(sd, dst, overwrite=overwrite)
     return report
+
+
+# ----------------------------------------------------------------------------- command line
+def parse_args(argv: Optional[list[str]] = None) -> "argparse.Namespace":
+    """The arguments of ``tools/convert_checkpoint.py``."""
+    import argparse
+
+    from mmengine.config import DictAction
+
+    p = argparse.ArgumentParser(description="Convert an official checkpoint to reseg's module names")
+    p.add_argument("--from", dest="method", required=True, metavar="NAME",
+                   help="which official repository: a registered checkpoint converter (lisa, read, anchorseg, "
+                        "or a plugin's; `reseg list checkpoint_converters`)")
+    p.add_argument("src", help="official checkpoint: .bin/.pth/.safetensors file or HF model directory")
+    p.add_argument("dst", help="output reseg checkpoint (.safetensors or .pth)")
+    p.add_argument("--config", help="reseg config whose model the result must fit (checked by name and shape)")
+    p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None,
+                   help="overrides for --config, e.g. model.lmm.lora=None")
+    p.add_argument("--vision-tower", metavar="CLIP_SRC",
+                   help="CLIP checkpoint (HF CLIPModel/CLIPVisionModel directory or file) to fill in the vision "
+                        "tower, which the official merge scripts leave out of released checkpoints")
+    p.add_argument("--expand-linear-projector", action="store_true",
+                   help="the LISA repository's single-Linear mm_projector -> linear_1 = it, linear_2 = identity "
+                        "(the target config must use projector_hidden_act='linear')")
+    p.add_argument("--non-strict", action="store_true", help="write even if keys are unmapped/missing")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing DST")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``tools/convert_checkpoint.py``: 0 written, 1 refused (the error on stderr), 2 bad arguments."""
+    args = parse_args(argv)
+    try:
+        converter = get_converter(args.method)
+    except UnknownConverterError as err:
+        print(f"error: --from: {err}", file=sys.stderr)
+        return 2
+    if args.config is not None and not os.path.isfile(args.config):
+        print(f"error: config file {args.config!r} does not exist", file=sys.stderr)
+        return 2
+    try:
+        report = convert_checkpoint(args.src, args.dst, converter, config=args.config,
+                                    strict=not args.non_strict, overwrite=args.overwrite,
+                                    cfg_options=args.cfg_options, vision_tower=args.vision_tower,
+                                    expand_linear_projector=args.expand_linear_projector)
+    except (ConversionError, FileExistsError, FileNotFoundError, ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(report.format())
+    print(f"written: {args.dst}")
+    return 0

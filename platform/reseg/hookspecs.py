@@ -37,7 +37,8 @@ import pluggy
 
 #: Version of the plugin API (hooks + :mod:`reseg.plugin_api`): (major, minor). The minor grows
 #: when hooks or arguments are added; the major grows only for a removal or rename, so a plugin
-#: written for (2, 0) runs on every (2, x). 2.0: the head contract v2 (docs/changelog.md).
+#: written for (2, 0) runs on every (2, x). 2.0: the head contract v2 and the
+#: register_checkpoint_converters hook (docs/changelog.md).
 PLUGIN_API_VERSION: tuple[int, int] = (2, 0)
 
 #: Project name shared by the hook markers and the plugin manager.
@@ -79,6 +80,7 @@ REGISTER_HOOKS: dict[str, str] = {
     "register_hooks": "hooks",
     "register_models": "models",
     "register_functions": "functions",
+    "register_checkpoint_converters": "checkpoint_converters",
 }
 
 
@@ -177,4 +179,23 @@ def register_functions(register: RegisterFn) -> None:
 
     Args:
         register: ``register(fn, name=None, force=False)`` into ``FUNCTIONS``.
+    """
+
+
+@hookspec
+def register_checkpoint_converters(register: RegisterFn) -> None:
+    """Register checkpoint converters (``CHECKPOINT_CONVERTERS``): how a method's official releases
+    map to reseg's module names. ``tools/convert_checkpoint.py --from NAME`` uses the one registered
+    as ``NAME``; reseg's converter knows no method itself.
+
+    A converter is a subclass of :class:`reseg.plugin_api.CheckpointConverter` with class attributes
+    ``rules`` (official regex -> reseg name, first match wins), ``ignored`` (official keys dropped
+    and reported) and ``key_sources`` (the official files the names were read from). The ``[SEG]``
+    family's shared layout (LLaVA fork, SAM, ``text_hidden_fcs``) is
+    :data:`reseg.plugin_api.SEG_FAMILY_RULES`; put a method's own rules before it. Added in plugin
+    API 1.1.
+
+    Args:
+        register: ``register(cls, name=None, force=False)`` into ``CHECKPOINT_CONVERTERS``; pass
+            ``name="mymethod"``, the name users give to ``--from``.
     """

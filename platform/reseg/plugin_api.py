@@ -32,6 +32,7 @@ import pluggy
 
 from reseg.hookspecs import PLUGIN_API_VERSION, PROJECT_NAME, RegisterFn
 from reseg.registry import (
+    CHECKPOINT_CONVERTERS,
     DATASETS,
     FUNCTIONS,
     HEADS,
@@ -78,6 +79,11 @@ _LAZY_EXPORTS: dict[str, str] = {
     "BaseProposer": "reseg.models.mask_sources.pool.proposers.base:BaseProposer",
     "Proposals": "reseg.models.mask_sources.pool.proposers.base:Proposals",
     "MaskEncoder": "reseg.models.mask_sources.pool.tokenizer.encoders.base:MaskEncoder",
+    # checkpoint import (docs/convert_checkpoint.md): the converter base and the [SEG] family's shared layout
+    "CheckpointConverter": "reseg.convert:CheckpointConverter",
+    "SEG_FAMILY_RULES": "reseg.convert:SEG_FAMILY_RULES",
+    "SEG_FAMILY_KEY_SOURCES": "reseg.convert:SEG_FAMILY_KEY_SOURCES",
+    "BUFFERS_IGNORED": "reseg.convert:BUFFERS_IGNORED",
 }
 
 __all__ = [
@@ -96,6 +102,7 @@ __all__ = [
     "HOOKS",
     "MODELS",
     "FUNCTIONS",
+    "CHECKPOINT_CONVERTERS",
     *_LAZY_EXPORTS,
 ]
 

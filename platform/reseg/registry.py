@@ -174,6 +174,8 @@ MASK_SOURCES = _child("mask_source", None, ["reseg.models.mask_sources"])
 PROPOSERS = _child("proposer", None, ["reseg.models.mask_sources.pool.proposers"])
 MASK_ENCODERS = _child("mask_encoder", None, ["reseg.models.mask_sources.pool.tokenizer"])
 HEADS = _child("head", None, [])
+# Checkpoint importers (reseg.convert.CheckpointConverter subclasses), by the name `--from NAME` uses.
+CHECKPOINT_CONVERTERS = _child("checkpoint_converter", None, [])
 
 #: Every registry by the kind name used in hooks, the CLI and error messages.
 REGISTRIES: dict[str, Registry] = {
@@ -187,4 +189,5 @@ REGISTRIES: dict[str, Registry] = {
     "proposers": PROPOSERS,
     "mask_encoders": MASK_ENCODERS,
     "heads": HEADS,
+    "checkpoint_converters": CHECKPOINT_CONVERTERS,
 }

@@ -11,3 +11,10 @@ def register_heads(register):
     from .head import AnchorSegHead
 
     register(AnchorSegHead)
+
+
+@hookimpl
+def register_checkpoint_converters(register):
+    from .convert import AnchorSegConverter
+
+    register(AnchorSegConverter, name="anchorseg")

@@ -11,3 +11,10 @@ def register_heads(register):
     from .head import LISAHead
 
     register(LISAHead)
+
+
+@hookimpl
+def register_checkpoint_converters(register):
+    from .convert import LISAConverter
+
+    register(LISAConverter, name="lisa")

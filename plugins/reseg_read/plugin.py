@@ -11,3 +11,10 @@ def register_heads(register):
     from .head import READHead
 
     register(READHead)
+
+
+@hookimpl
+def register_checkpoint_converters(register):
+    from .convert import READConverter
+
+    register(READConverter, name="read")

@@ -3,6 +3,8 @@
 # decay to 0 at 10 epochs x 500 steps = 5000 optimizer steps; batch 2 per GPU x grad accumulation 10.
 # mmengine counts *micro-batches*: with accumulative_counts=10 one optimizer step is 10 iterations,
 # so the loop, the validation interval (one epoch) and the scheduler are all in micro-batches.
+# bf16 mixed precision (spec §1.4); the optim wrapper's type comes with it from the precision piece.
+_base_ = ["../precision/bf16.py"]
 grad_accum = 10
 optimizer_steps = 5000
 steps_per_epoch = 500
@@ -11,7 +13,6 @@ train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=st
 val_cfg = dict(type="ValLoop")
 test_cfg = dict(type="TestLoop")
 optim_wrapper = dict(
-    type="OptimWrapper",
     optimizer=dict(type="AdamW", lr=3e-4, betas=(0.9, 0.95), weight_decay=0.0),
     clip_grad=dict(max_norm=1.0),
     accumulative_counts=grad_accum,

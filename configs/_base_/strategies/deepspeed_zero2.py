@@ -9,5 +9,8 @@ strategy = dict(
                            reduce_bucket_size=5e8, allgather_bucket_size=5e8),
     bf16=dict(enabled=True),
 )
-# The config's optim_wrapper is translated for DeepSpeed by reseg.engine.runner: its optimizer is kept,
-# clip_grad (1.0 in LISA's) becomes gradient_clipping and accumulative_counts gradient_accumulation_steps.
+# DeepSpeed clips, accumulates and casts itself, so a config inheriting this preset writes
+# optim_wrapper=dict(_delete_=True, type='DeepSpeedOptimWrapper', optimizer=...) and the strategy's
+# gradient_clipping, gradient_accumulation_steps and train_micro_batch_size_per_gpu (see
+# configs/lisa/*_ds-zero2.py); `tools/train.py --strategy` writes them from the config's optim_wrapper.
+# The runner refuses an OptimWrapper / AmpOptimWrapper under DeepSpeed instead of translating it.

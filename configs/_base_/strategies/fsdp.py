@@ -10,4 +10,4 @@ strategy = dict(
     ),
     state_dict_cfg="full",
 )
-# bf16: the config's precision='auto' (AmpOptimWrapper with bfloat16 on CUDA), as without FSDP.
+# Precision is the config's own, as without FSDP (configs/_base_/precision/: bf16 = AmpOptimWrapper).

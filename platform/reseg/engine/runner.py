@@ -1,23 +1,22 @@
 """Turning a reseg config into an mmengine ``Runner`` (the glue behind ``tools/train.py``/``test.py``).
 
-What this adds to a plain ``Runner.from_cfg``:
+The config is what runs: the runner adds nothing to it and rewrites nothing in it, so the config
+mmengine dumps into the work dir is exactly the one that ran. Everything a reseg run needs is written
+in the config itself (``configs/_base_/default_runtime.py``: ``default_scope``, ``SafeCheckpointHook``,
+``PlainCheckpointHook``, ``StepSeedHook``, DDP's ``model_wrapper_cfg``; ``configs/_base_/precision/``:
+``precision`` and its optim wrapper). :func:`build_runner` checks the config first
+(:func:`~reseg.engine.config_check.check_run_config`) and refuses, before any model is built, a
+config that asks for what reseg does not run or lacks what it needs, naming the key and what to
+write instead. What it does besides:
 
-* ``default_scope='reseg'`` and the plugins loaded before anything is built;
-* ``precision='auto'|'fp32'|'bf16'`` (config key): bf16 autocast (``AmpOptimWrapper``) on CUDA, fp32
-  on CPU; ``dist_cfg.backend`` nccl on CUDA, gloo on CPU; the model device is mmengine's choice;
+* loads the plugins and reseg's registries before anything is built;
+* sets what the command line says: ``work_dir`` (default ``work_dirs/<config name>``), ``launcher``,
+  and for ``--resume`` ``load_from`` (the newest complete checkpoint of the work dir,
+  :func:`~reseg.engine.checkpoint.latest_checkpoint`, or a given path) and ``resume``;
 * a config with a ``strategy`` (``configs/_base_/strategies``: DeepSpeed ZeRO-2/3, FSDP) runs on
-  mmengine's ``FlexibleRunner``; for DeepSpeed the config's optimiser is translated
-  (:func:`_translate_for_deepspeed`);
-* ``--launcher pytorch`` without CUDA: DDP over gloo (:func:`init_cpu_distributed`);
-  ``find_unused_parameters=True`` unless the config says otherwise;
-* :class:`~reseg.engine.checkpoint.PlainCheckpointHook` on every run, so checkpoints load under
-  torch's ``weights_only=True``;
-* :class:`~reseg.engine.checkpoint.SafeCheckpointHook` in place of mmengine's ``CheckpointHook``
-  (atomic writes, old checkpoints pruned only after the new one is complete);
-* :class:`~reseg.engine.determinism.StepSeedHook` on every run (torch reseeded per iteration, so a
-  resumed run draws the same dropout masks as an uninterrupted one);
-* ``--resume``: continue from the newest complete checkpoint of the work dir
-  (:func:`~reseg.engine.checkpoint.latest_checkpoint`), or a given checkpoint path.
+  mmengine's ``FlexibleRunner``;
+* ``--launcher pytorch`` without CUDA: joins torchrun's process group over gloo itself
+  (:func:`init_cpu_distributed`), because mmengine's launcher assumes CUDA.
 """
 from __future__ import annotations
 
@@ -27,14 +26,6 @@ from typing import Optional
 
 import torch
 from mmengine.config import Config
-
-
-def _has_hook(hooks: list, name: str) -> bool:
-    for h in hooks:
-        t = h.get("type") if isinstance(h, dict) else type(h)
-        if t == name or getattr(t, "__name__", None) == name:
-            return True
-    return False
 
 
 def import_strategies() -> None:
@@ -62,69 +53,16 @@ def import_strategies() -> None:
     ds.register_deepspeed_optimizers = register_once
 
 
-def _translate_for_deepspeed(cfg: Config) -> None:
-    """A config with ``strategy=dict(type='DeepSpeedStrategy')`` keeps its own optimiser: DeepSpeed
-    clips, accumulates and casts itself, so ``clip_grad`` becomes ``strategy.gradient_clipping``,
-    ``accumulative_counts`` ``strategy.gradient_accumulation_steps``, the train batch size
-    ``train_micro_batch_size_per_gpu``, and the wrapper ``DeepSpeedOptimWrapper``."""
-    strategy = cfg.get("strategy")
-    if not isinstance(strategy, dict) or str(strategy.get("type", "")).split(".")[-1] != "DeepSpeedStrategy":
-        return
-    optim = cfg.get("optim_wrapper") or {}
-    if optim.get("type", "OptimWrapper") not in ("OptimWrapper", "AmpOptimWrapper"):
-        return
-    clip = (optim.get("clip_grad") or {}).get("max_norm")
-    if clip is not None:
-        strategy.setdefault("gradient_clipping", float(clip))
-    strategy.setdefault("gradient_accumulation_steps", int(optim.get("accumulative_counts", 1)))
-    batch = (cfg.get("train_dataloader") or {}).get("batch_size")
-    if batch:
-        strategy.setdefault("train_micro_batch_size_per_gpu", int(batch))
-    cfg.optim_wrapper = dict(type="DeepSpeedOptimWrapper", optimizer=optim["optimizer"])
-
-
-def apply_runtime_defaults(cfg: Config) -> Config:
-    """Fill the runtime settings every reseg run needs (see module docstring)."""
-    cfg.setdefault("default_scope", "reseg")
-    cuda = torch.cuda.is_available()
-    precision = cfg.get("precision", "auto")
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"config key `precision` must be 'auto', 'fp32' or 'bf16', got {precision!r}")
-    if precision == "auto":
-        precision = "bf16" if cuda else "fp32"
-    if precision == "bf16" and not cuda:
-        raise ValueError("precision='bf16' needs a CUDA device; use 'auto' or 'fp32' on CPU")
-    _translate_for_deepspeed(cfg)
-    optim = cfg.get("optim_wrapper")
-    if optim is not None and precision == "bf16" and optim.get("type", "OptimWrapper") == "OptimWrapper":
-        optim["type"] = "AmpOptimWrapper"
-        optim["dtype"] = "bfloat16"
-    # Under DDP every trainable parameter must get a gradient unless this is set. [SEG] heads decode
-    # with multimask_output=False, so SAM's IoU head and mask slots 1-3 never do (spec §1.2).
-    cfg.setdefault("find_unused_parameters", True)
-    env = cfg.setdefault("env_cfg", {})
-    dist = env.setdefault("dist_cfg", {})
-    dist.setdefault("backend", "nccl" if cuda else "gloo")
-    ckpt_hook = (cfg.get("default_hooks") or {}).get("checkpoint")
-    if isinstance(ckpt_hook, dict) and ckpt_hook.get("type") in ("CheckpointHook", "mmengine.CheckpointHook"):
-        ckpt_hook["type"] = "SafeCheckpointHook"  # same arguments; atomic writes, prune after saving
-    hooks = list(cfg.get("custom_hooks", None) or [])
-    for name in ("PlainCheckpointHook", "StepSeedHook"):
-        if not _has_hook(hooks, name):
-            hooks.append(dict(type=name))
-    cfg.custom_hooks = hooks
-    return cfg
-
-
 def init_cpu_distributed(cfg: Config) -> None:
     """Join the ``torchrun`` process group on a machine without CUDA, before mmengine would.
 
-    mmengine 0.10.7's ``pytorch`` launcher calls ``torch.cuda.set_device(LOCAL_RANK)`` and its DDP
-    wrapper passes ``device_ids=[LOCAL_RANK]``; both fail for a CPU module. This initialises the
-    process group itself (``env_cfg.dist_cfg.backend``, gloo by default) from torchrun's variables,
-    so ``Runner.setup_env`` finds it initialised and skips its own ``init_dist``, and sets
-    ``model_wrapper_cfg.device_ids=None`` (what DDP expects for CPU modules). Everything else (the
-    sampler's rank split, gradient all-reduce, metric collection) is mmengine's.
+    mmengine 0.10.7's ``pytorch`` launcher calls ``torch.cuda.set_device(LOCAL_RANK)``, which fails
+    without CUDA. This initialises the process group itself (``env_cfg.dist_cfg.backend``, gloo when
+    unset) from torchrun's variables, so ``Runner.setup_env`` finds it initialised and skips its own
+    ``init_dist``. The DDP wrapper is the config's ``model_wrapper_cfg`` (``device_ids=None`` for a
+    CPU module, checked by :func:`~reseg.engine.config_check.check_run_config`); the config is not
+    changed. Everything else (the sampler's rank split, gradient all-reduce, metric collection) is
+    mmengine's.
     """
     import torch.distributed as dist
 
@@ -134,24 +72,32 @@ def init_cpu_distributed(cfg: Config) -> None:
             f"--launcher pytorch needs torchrun's environment ({', '.join(missing)} not set); start it as "
             "`torchrun --nproc-per-node N tools/train.py CONFIG --launcher pytorch`")
     if not dist.is_initialized():
-        backend = cfg.get("env_cfg", {}).get("dist_cfg", {}).get("backend", "gloo")
+        backend = ((cfg.get("env_cfg") or {}).get("dist_cfg") or {}).get("backend") or "gloo"
         dist.init_process_group(backend=backend, rank=int(os.environ["RANK"]),
                                 world_size=int(os.environ["WORLD_SIZE"]))
-    wrapper = dict(cfg.get("model_wrapper_cfg") or {})
-    wrapper.setdefault("type", "MMDistributedDataParallel")
-    wrapper.setdefault("device_ids", None)
-    wrapper.setdefault("broadcast_buffers", False)
-    wrapper.setdefault("find_unused_parameters", cfg.get("find_unused_parameters", True))
-    cfg.model_wrapper_cfg = wrapper
 
 
 def build_runner(cfg: Config, work_dir: Optional[str] = None, resume: bool | str = False,
-                 launcher: str = "none"):
-    """An mmengine ``Runner`` for ``cfg`` with reseg's runtime defaults applied."""
+                 launcher: str = "none", training: bool = True):
+    """An mmengine ``Runner`` (or ``FlexibleRunner``) for ``cfg``, which must run as written.
+
+    Args:
+        cfg: The config; not modified (the runner gets a copy with the command line's keys set).
+        work_dir: ``--work-dir``; default the config's ``work_dir``, else ``work_dirs/<config name>``.
+        resume: ``--resume``: True for the work dir's newest complete checkpoint, or a checkpoint path.
+        launcher: ``--launcher``.
+        training: False for a run that only tests (``tools/test.py``): bf16 configs evaluate on CPU too.
+
+    Raises:
+        ConfigRefused: The config asks for what reseg does not run or lacks what it needs
+            (:func:`~reseg.engine.config_check.config_problems`), found before anything is built.
+    """
     from mmengine.runner import Runner
 
+    from reseg.engine.config_check import check_run_config
     from reseg.plugins import load_plugins
 
+    check_run_config(cfg, launcher=launcher, training=training)
     load_plugins()
     import reseg.datasets  # noqa: F401  (register loaders and collate functions)
     import reseg.engine  # noqa: F401
@@ -179,7 +125,6 @@ def build_runner(cfg: Config, work_dir: Optional[str] = None, resume: bool | str
             else:
                 cfg.load_from = latest
         cfg.resume = bool(resume)
-    apply_runtime_defaults(cfg)
     if cfg.get("strategy") is not None or cfg.get("runner_type") == "FlexibleRunner":
         from mmengine.runner import FlexibleRunner
 
@@ -188,3 +133,15 @@ def build_runner(cfg: Config, work_dir: Optional[str] = None, resume: bool | str
     if launcher == "pytorch" and not torch.cuda.is_available():
         init_cpu_distributed(cfg)
     return Runner.from_cfg(cfg)
+
+
+def apply_runtime_defaults(cfg: Config) -> Config:
+    """Removed: the runner no longer fills in or rewrites a config (the config is what runs).
+
+    Raises:
+        RuntimeError: Always, naming what replaced it.
+    """
+    raise RuntimeError(
+        "reseg.engine.runner.apply_runtime_defaults was removed: the runner no longer fills in or rewrites a "
+        "config. The defaults are in configs/_base_/default_runtime.py and configs/_base_/precision/; "
+        "reseg.engine.config_check.check_run_config(cfg) says what a config lacks (docs/changelog.md)")

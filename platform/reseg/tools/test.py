@@ -103,10 +103,14 @@ def main(argv=None) -> int:
         hooks.append(dict(type="SegVisualizationHook", out_dir=args.show_dir, max_images=args.max_vis))
         cfg.custom_hooks = hooks
 
+    from reseg.engine.config_check import ConfigRefused
     from reseg.engine.runner import build_runner
 
     work_dir = args.work_dir or os.path.join("work_dirs", os.path.splitext(os.path.basename(args.config))[0])
-    runner = build_runner(cfg, work_dir=work_dir, launcher=args.launcher)
+    try:
+        runner = build_runner(cfg, work_dir=work_dir, launcher=args.launcher, training=False)
+    except ConfigRefused as err:
+        sys.exit("\n".join(f"error: {args.config}: {line}" for line in str(err).splitlines()))
     from mmengine.model import is_model_wrapper
 
     from reseg.engine.checkpoint import load_model_weights

@@ -37,14 +37,39 @@ STRATEGY_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__f
                                             "_base_", "strategies"))
 
 
-def apply_strategy(cfg: Config, name: str) -> Config:
-    """Merge a strategy preset (``configs/_base_/strategies/<name>.py``) or file into ``cfg``."""
+def apply_strategy(cfg: Config, name: str) -> list[str]:
+    """Merge a strategy preset (``configs/_base_/strategies/<name>.py``) or file into ``cfg``.
+
+    DeepSpeed clips, accumulates and casts itself: for a DeepSpeed preset the config's plain optim
+    wrapper is written out as ``DeepSpeedOptimWrapper`` with its optimizer, its clipping,
+    accumulation and per-GPU batch go into the strategy, and ``precision`` follows the preset's
+    ``bf16.enabled``. Returns one line per key changed (printed; the dumped config records them).
+    """
+    from reseg.engine.config_check import deepspeed_settings
+
     path = name if os.path.isfile(name) else os.path.join(STRATEGY_DIR, f"{name}.py")
     if not os.path.isfile(path):
         known = sorted(f[:-3] for f in os.listdir(STRATEGY_DIR) if f.endswith(".py"))
         sys.exit(f"error: --strategy {name!r}: no such preset or file; presets: {', '.join(known)}")
     cfg.merge_from_dict(Config.fromfile(path).to_dict())
-    return cfg
+    notes = [f"--strategy {name}: strategy.type={cfg.strategy.get('type')!r}, runner_type={cfg.get('runner_type')!r}"]
+    optim = cfg.get("optim_wrapper") or {}
+    if str(cfg.strategy.get("type", "")).split(".")[-1] == "DeepSpeedStrategy" and \
+            str(optim.get("type", "OptimWrapper")).split(".")[-1] in ("OptimWrapper", "AmpOptimWrapper"):
+        wrapper, keys = deepspeed_settings(cfg)
+        notes.append(f"--strategy {name}: optim_wrapper.type {optim.get('type', 'OptimWrapper')!r} -> "
+                     "'DeepSpeedOptimWrapper' (the optimizer kept; DeepSpeed clips, accumulates and casts)")
+        cfg.optim_wrapper = wrapper
+        for key, value in keys.items():
+            if key not in cfg.strategy:
+                cfg.strategy[key] = value
+                notes.append(f"--strategy {name}: strategy.{key}={value!r}")
+        precision = "bf16" if (cfg.strategy.get("bf16") or {}).get("enabled") else "fp32"
+        if cfg.get("precision") != precision:
+            notes.append(f"--strategy {name}: precision {cfg.get('precision')!r} -> {precision!r} "
+                         "(the preset's strategy.bf16.enabled)")
+            cfg.precision = precision
+    return notes
 
 
 def main(argv=None) -> int:
@@ -55,7 +80,7 @@ def main(argv=None) -> int:
         sys.exit(f"error: config file {args.config!r} does not exist")
     cfg = Config.fromfile(args.config)
     if args.strategy:
-        apply_strategy(cfg, args.strategy)
+        print("\n".join(apply_strategy(cfg, args.strategy)))
     if args.cfg_options:
         from reseg.cfg_options import describe_rewrites, merge_cfg_options
 
@@ -63,6 +88,7 @@ def main(argv=None) -> int:
         if note:
             print(note)
 
+    from reseg.engine.config_check import ConfigRefused
     from reseg.engine.runner import build_runner
 
     work_dir = args.work_dir or cfg.get("work_dir") or os.path.join(
@@ -72,7 +98,10 @@ def main(argv=None) -> int:
         sys.exit(f"error: {work_dir!r} already holds checkpoints ({os.path.basename(existing[-1])}, ...). "
                  "Pass --resume to continue that run, or --work-dir to start a new one; "
                  "reseg does not overwrite them.")
-    runner = build_runner(cfg, work_dir=work_dir, resume=args.resume, launcher=args.launcher)
+    try:
+        runner = build_runner(cfg, work_dir=work_dir, resume=args.resume, launcher=args.launcher)
+    except ConfigRefused as err:
+        sys.exit("\n".join(f"error: {args.config}: {line}" for line in str(err).splitlines()))
     if runner.rank == 0:  # config, git commit, package versions and seeds of this run
         from reseg.engine.determinism import write_run_report
 

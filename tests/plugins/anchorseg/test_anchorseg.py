@@ -260,7 +260,7 @@ def test_anchorseg_plugin_loads_through_its_entry_point_and_builds_from_the_regi
 
     rec = {p.name: p for p in plugins.loaded_plugins()}["anchorseg"]
     assert rec.dist == "reseg" and rec.module == "reseg_anchorseg.plugin"
-    assert rec.registered == {"heads": ["AnchorSegHead"]}
+    assert rec.registered == {"heads": ["AnchorSegHead"], "checkpoint_converters": ["anchorseg"]}
     head = HEADS.build(dict(type="AnchorSegHead"))
     assert type(head) is AnchorSegHead and isinstance(head, SegTokenHead)  # the core's [SEG] family
     # the released script's values (§1.2, §1.7, §1.8)

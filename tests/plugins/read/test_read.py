@@ -212,7 +212,7 @@ def test_read_plugin_loads_through_its_entry_point_and_builds_from_the_registry(
 
     rec = {p.name: p for p in plugins.loaded_plugins()}["read"]
     assert rec.dist == "reseg" and rec.module == "reseg_read.plugin"
-    assert rec.registered == {"heads": ["READHead"]}
+    assert rec.registered == {"heads": ["READHead"], "checkpoint_converters": ["read"]}
     head = HEADS.build(dict(type="READHead", num_points=12, thresholds="statistical", stat_k=1.28))
     assert type(head) is READHead and isinstance(head, SegTokenHead)  # the core's [SEG] family, not LISA's plugin
     assert (head.num_points, head.thresholds, head.stat_k, head.down_sample) == (12, "statistical", 1.28, 2)
