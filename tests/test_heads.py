@@ -261,3 +261,23 @@ def test_a_dumped_selection_from_the_models_own_pool_rescores_as_in_process(tmp_
     assert scores == {"in process": 1.0, "re-scored": 1.0}
     own = QueryPrediction(masks=dataset_pool[[1]], selected=[1], pool=dataset_pool.copy())
     assert dumper.encode_sample(s, dict(sample_id="s0", predictions=[own]))[0]["selected_pool"] == "dataset"
+
+
+def test_the_generation_benchmark_answers_the_same_queries_alike_at_every_batch_size(synth_root, tmp_path):
+    """``tools/benchmark.py generate``: queries per second at batch 1 and 2 on the same answers."""
+    import json
+
+    from script_runner import run_script
+    from tiny import tiny_train_cfg
+
+    cfg = tiny_train_cfg(synth_root, str(tmp_path / "tok"), str(tmp_path / "work"))
+    path = str(tmp_path / "cfg.py")
+    cfg.dump(path)
+    out = tmp_path / "bench.jsonl"
+    assert run_script("tools/benchmark.py", ["generate", path, "--queries", "4", "--batch-sizes", "1", "2",
+                                             "--max-new-tokens", "3", "--device", "cpu", "--out", str(out)]) == 0
+    res = json.loads(out.read_text().splitlines()[-1])
+    assert res["answers_identical"] and res["queries"] == 4 and set(res["results"]) == {"1", "2"}
+    one, two = res["results"]["1"], res["results"]["2"]
+    assert one["speedup"] == 1.0 and two["speedup"] == pytest.approx(two["queries_per_s"] / one["queries_per_s"], abs=0.01)
+    assert 1 <= one["mean_text_tokens"] and one["mean_text_tokens"] == two["mean_text_tokens"]

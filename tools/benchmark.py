@@ -33,8 +33,8 @@
 
 * ``generate``: free generation, the same validation queries (one query per sample, in the same
   order) answered at each batch size (``model.predict(..., generate=True)`` on ``b`` samples at a
-  time): queries per second, the ratio to the first batch size, the mean generated tokens and the
-  share of answers holding a mask. The answers at every batch size must equal those of the first
+  time): queries per second, the ratio to the first batch size, the answers' length (their text
+  re-tokenised) and the share of answers holding a mask token. The answers at every batch size must equal those of the first
   (the run fails otherwise), so the speed-up is not bought with other answers.
 
 Absolute times depend on the machine and whatever else runs on it; compare ratios from one run.
@@ -431,6 +431,8 @@ def cmd_generate(args) -> dict:
     from reseg.api import load_model
     from reseg.registry import DATASETS
 
+    if args.checkpoint is None:
+        torch.manual_seed(0)  # the config's own weights: the same random model in every run
     seg = load_model(args.config, args.checkpoint, device=args.device, cfg_options=args.raw_cfg_options)
     model = seg.model.eval()
     model.max_new_tokens = args.max_new_tokens
@@ -464,7 +466,7 @@ def cmd_generate(args) -> dict:
                              f"{reference[bad]!r} as at batch size {args.batch_sizes[0]}")
         tokens = [len(model.lmm.tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
         rows[str(b)] = dict(seconds=round(dt, 4), queries_per_s=round(len(queries) / dt, 3),
-                            mean_answer_tokens=round(sum(tokens) / len(tokens), 2),
+                            mean_text_tokens=round(sum(tokens) / len(tokens), 2),  # the answer text re-tokenised
                             answers_with_a_mask=round(sum(any(t in x for t in mask_tokens) for x in texts)
                                                       / len(texts), 3))
         print(f"batch {b}: {json.dumps(rows[str(b)])}", file=sys.stderr)
