@@ -124,23 +124,125 @@ def test_shared_prefix_falls_back_when_not_exact_or_useless(lmm):
     assert lmm.last_shared_prefix is None
 
 
-def test_shared_prefix_off_under_gradient_checkpointing(tmp_path):
+def checkpointed_lmm(tmp_path, lora: bool, attention: str = "sdpa"):
+    """A tiny LLaVA trained under gradient checkpointing; with LoRA as LISA trains (on q/v, ``lm_head`` and
+    ``embed_tokens`` fully), its B matrices drawn at random so the adapters change the states and gradients."""
     torch.manual_seed(0)
-    m = LMMS.build(tiny_lmm_cfg(str(tmp_path / "tok"), lora=None, trainable_modules="all",
-                                gradient_checkpointing=True))
-    m.train()
+    kw = (dict(lora=dict(r=4, lora_alpha=8, lora_dropout=0.0)) if lora
+          else dict(lora=None, trainable_modules="all", train_projector=True))
+    m = LMMS.build(tiny_lmm_cfg(str(tmp_path / "tok"), gradient_checkpointing=True, **kw))
+    m.add_tokens(["[SEG]"])
+    m.model.set_attn_implementation(attention)
+    with torch.no_grad():
+        for name, p in m.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    return m.train()
+
+
+@pytest.mark.parametrize("lora,attention", [(False, "sdpa"), (True, "sdpa"), (False, "eager")])
+def test_shared_prefix_under_gradient_checkpointing_matches_plain_forward(tmp_path, lora, attention):
+    m = checkpointed_lmm(tmp_path, lora, attention)
+    assert m.model.is_activation_checkpointing
     tokens, index = batch(m)
     feats = torch.randn(2, m.num_image_tokens, m.hidden_size)
-    out = m(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], image_feats=feats,
-            image_index=index, labels=tokens["labels"])
-    assert m.last_shared_prefix is None  # transformers drops the cache inside checkpointed layers
+    plain, g_plain, s_plain = run(m, tokens, index, feats.clone().requires_grad_(), share=False)
+    shared, g_shared, s_shared = run(m, tokens, index, feats.clone().requires_grad_(), share=True)
+    assert s_plain is None and s_shared is not None and s_shared[1] == 2
+    torch.testing.assert_close(shared["hidden"], plain["hidden"], atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(shared["logits"], plain["logits"], atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(shared["loss_text"], plain["loss_text"], atol=1e-6, rtol=1e-5)
+    assert set(g_shared) == set(g_plain)
+    assert any("lora_A" in n for n in g_plain) == lora and len(g_plain) > (5 if lora else 10)
+    for name in g_plain:
+        assert g_plain[name].abs().sum() > 0, name
+        torch.testing.assert_close(g_shared[name], g_plain[name], atol=1e-6, rtol=1e-3, msg=name)
+
+
+def test_shared_prefix_under_gradient_checkpointing_recomputes_layers_in_backward(tmp_path):
+    """Each decoder layer is checkpointed: the backward pass runs it again (over the prefix and over the rest)."""
+    m = checkpointed_lmm(tmp_path, lora=True)
+    calls = {"forward": 0, "backward": 0}
+    phase = ["forward"]
+    # a pre-hook: the recomputation stops inside the second call once it has every state the backward needs
+    hook = m.model.model.language_model.layers[0].register_forward_pre_hook(
+        lambda mod, i: calls.__setitem__(phase[0], calls[phase[0]] + 1))
+    try:
+        tokens, index = batch(m)
+        feats = torch.randn(2, m.num_image_tokens, m.hidden_size, requires_grad=True)
+        out = m(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], image_feats=feats,
+                image_index=index, labels=tokens["labels"])
+        phase[0] = "backward"
+        out["loss_text"].backward()
+    finally:
+        hook.remove()
+    assert m.last_shared_prefix is not None
+    assert calls == {"forward": 2, "backward": 2}
+
+
+def test_segmentor_losses_and_gradients_equal_with_prefix_shared_under_lisa_recipe(tmp_path):
+    """Tiny LISA with LoRA and gradient checkpointing: text and mask losses and every gradient match."""
+    from reseg.registry import MODELS
+    from tiny import tiny_model_cfg, toy_sample
+
+    torch.manual_seed(0)
+    cfg = tiny_model_cfg(str(tmp_path / "tok"))
+    cfg["lmm"].update(lora=dict(r=4, lora_alpha=8, lora_dropout=0.0), gradient_checkpointing=True)
+    model = MODELS.build(cfg).train()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    samples = [toy_sample(n_queries=3, seed=1), toy_sample(40, 30, n_queries=3, seed=2)]
+    for k, s in enumerate(samples):
+        s.meta["seed"] = k  # the same question and answer templates in both calls
+    results = {}
+    for share in (False, True):
+        model.lmm.share_image_prefix = share
+        model.zero_grad(set_to_none=True)
+        losses = model(samples, mode="loss")
+        sum(losses.values()).backward()
+        results[share] = (model.lmm.last_shared_prefix, {k: v.detach() for k, v in losses.items()},
+                          {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    (s_plain, l_plain, g_plain), (s_shared, l_shared, g_shared) = results[False], results[True]
+    assert s_plain is None and s_shared is not None and s_shared[1] == 2
+    assert set(l_plain) == {"loss_text", "loss_mask_bce", "loss_mask_dice"}
+    for k in l_plain:
+        torch.testing.assert_close(l_shared[k], l_plain[k], atol=1e-6, rtol=1e-5, msg=k)
+    assert set(g_shared) == set(g_plain) and any("lora_A" in n for n in g_plain)
+    assert any("mask_decoder" in n for n in g_plain)
+    for name in g_plain:
+        torch.testing.assert_close(g_shared[name], g_plain[name], atol=1e-6, rtol=1e-3, msg=name)
+
+
+def test_shared_prefix_under_gradient_checkpointing_refuses_other_llms(tmp_path):
+    """The checkpointed loop re-implements LlamaModel's forward: another LLM (here Qwen2) runs the plain forward
+    under checkpointing, with a warning naming it, and still shares the prefix without checkpointing."""
+    from transformers import Qwen2Config, Qwen2Model
+
+    from reseg.models.lmm import shared_prefix
+
+    m = checkpointed_lmm(tmp_path, lora=False)
+    llama = m.model.model.language_model
+    qcfg = Qwen2Config(vocab_size=llama.config.vocab_size, hidden_size=llama.config.hidden_size,
+                       intermediate_size=llama.config.intermediate_size, num_hidden_layers=2, num_attention_heads=2,
+                       num_key_value_heads=2, max_position_embeddings=512, pad_token_id=llama.config.pad_token_id)
+    m.model.model.language_model = Qwen2Model(qcfg)
+    m.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert "Qwen2Model" in shared_prefix.unsupported(m.model.model.language_model)
+    assert shared_prefix.unsupported(llama) is None
+    tokens, index = batch(m)
+    feats = torch.randn(2, m.num_image_tokens, m.hidden_size)
+    kw = dict(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], image_feats=feats,
+              image_index=index, labels=tokens["labels"])
+    m.share_image_prefix = True
+    with pytest.warns(UserWarning, match="Qwen2Model"):
+        out = m(**kw)
+    assert m.last_shared_prefix is None
     m.share_image_prefix = False
-    ref = m(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], image_feats=feats,
-            image_index=index, labels=tokens["labels"])
-    torch.testing.assert_close(out["hidden"], ref["hidden"])
-    m.eval()  # no checkpointing at inference: shared again
+    torch.testing.assert_close(out["hidden"], m(**kw)["hidden"])
+    m.eval()  # no checkpointing at inference: the key/value cache path shares the prefix
     m.share_image_prefix = True
     with torch.no_grad():
-        m(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], image_feats=feats,
-          image_index=index)
+        m(**kw)
     assert m.last_shared_prefix is not None

@@ -16,6 +16,7 @@ the image tokens are.
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -26,6 +27,8 @@ import torch.nn.functional as F
 
 from reseg.models.image_tokens import ImageTokenFrame
 from reseg.registry import LMMS
+
+from . import shared_prefix
 
 IGNORE_INDEX = -100
 
@@ -73,11 +76,15 @@ class LlavaLMM(nn.Module):
             computed once, its key/value cache is indexed out to every conversation of the image, and
             the rest of each conversation runs on top of it. Hidden states, logits, losses and
             gradients equal the plain forward's up to float rounding (tests/test_lmm_prefix.py); only
-            the cost changes. Used when every conversation of the batch has its image tokens at the same
+            the cost changes. While training under gradient checkpointing (transformers' checkpointed
+            layers drop the cache), each decoder layer runs as one checkpointed function of the prefix
+            states and the rest's (:mod:`reseg.models.lmm.shared_prefix`), which keeps fewer states
+            for the backward pass than checkpointing the plain forward; that path covers a LLaMA LLM
+            with ``sdpa`` or ``eager`` attention, and another LLM runs the plain forward there (with a
+            warning). Used when every conversation of the batch has its image tokens at the same
             positions, behind the same token ids, with no head embedding (``extra_embeds``) among them;
-            otherwise, and while training under gradient checkpointing (transformers drops the cache
-            inside checkpointed layers), the plain forward runs. :attr:`last_shared_prefix` tells which
-            path the last call took.
+            otherwise the plain forward runs. :attr:`last_shared_prefix` tells which path the last call
+            took.
     """
 
     def __init__(
@@ -387,6 +394,9 @@ class LlavaLMM(nn.Module):
             out = self.model.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask,
                                                   use_cache=False)
             hidden = out.last_hidden_state
+        elif self._training_checkpointed():
+            hidden = shared_prefix.forward_checkpointed(self.model.model.language_model, embeds, attention_mask,
+                                                        *prefix)
         else:
             hidden = self._forward_shared(embeds, attention_mask, *prefix)
         res = dict(hidden=hidden, image_positions=input_ids == self.image_token_id)
@@ -418,11 +428,12 @@ class LlavaLMM(nn.Module):
         """
         if not self.share_image_prefix or input_ids.shape[0] < 2:
             return None
-        checkpointing = getattr(self.model, "is_activation_checkpointing", None)  # transformers >= 5.2x
-        if checkpointing is None:
-            checkpointing = getattr(self.model, "is_gradient_checkpointing", False)
-        if self.training and checkpointing:
-            return None  # checkpointed layers drop past_key_values (transformers' GradientCheckpointingLayer)
+        if self._training_checkpointed():
+            why = shared_prefix.unsupported(self.model.model.language_model)
+            if why is not None:
+                warnings.warn(f"model.lmm.share_image_prefix: {why}, so under gradient checkpointing every "
+                              "conversation runs in full", stacklevel=3)
+                return None
         is_img = input_ids == self.image_token_id
         if not bool(is_img.any(1).all()):
             return None  # a text-only conversation: nothing to share
@@ -444,6 +455,13 @@ class LlavaLMM(nn.Module):
         if not bool((input_ids[:, :P] == input_ids[reps[group], :P]).all()):
             return None  # same image, different text before it
         return P, reps, group
+
+    def _training_checkpointed(self) -> bool:
+        """Training with the LLM's decoder layers checkpointed (their forward then drops the cache)."""
+        on = getattr(self.model, "is_activation_checkpointing", None)  # transformers >= 5.2x
+        if on is None:
+            on = getattr(self.model, "is_gradient_checkpointing", False)
+        return bool(self.training and on)
 
     def _forward_shared(self, embeds: torch.Tensor, attention_mask: torch.Tensor, P: int,
                         reps: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
