@@ -145,6 +145,10 @@ class LlavaLMM(nn.Module):
         self._set_trainable()
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # transformers also hooks every input embedding (the LLM's and the CLIP tower's patch embedding)
+            # to output a tensor that requires grad, which reentrant checkpointing needs and this
+            # non-reentrant one does not; kept, it would run the backward through a frozen vision tower.
+            self.model.disable_input_require_grads()
 
     # ------------------------------------------------------------------ construction
     @staticmethod
