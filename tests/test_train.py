@@ -409,3 +409,25 @@ def test_benchmark_tool_measures_overhead_mfu_and_memory(synth_root, tmp_path):
     assert abs(sum(p["share"] for p in mfu["phases"].values()) - 1) < 0.01
     assert set(memory["variants"]) == {"base", "checkpointing"}
     assert all(v["peak_rss_mb"] >= v["built_rss_mb"] > 0 and v["step_s"] > 0 for v in memory["variants"].values())
+
+
+def test_benchmark_prefix_compares_shared_unshared_and_per_conversation_steps(synth_root, tmp_path):
+    """tools/benchmark.py prefix: LISA's recipe, 3 queries per image, the three ways on the same batches;
+    sharing the image prefix cuts the LLM's FLOPs, LISA's per-conversation layout adds the tower's."""
+    cfg = tiny_train_cfg(synth_root, str(tmp_path / "tok"), str(tmp_path / "work"), max_iters=3, batch_size=2)
+    path = _write_cfg(cfg, tmp_path / "cfg.py")
+    out = tmp_path / "bench.jsonl"
+    assert run_script("tools/benchmark.py", ["prefix", path, "--iters", "2", "--warmup", "0", "--queries-per-image", "3",
+                                             "--work-dir", str(tmp_path / "bench"), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["queries_per_image"] == 3 and res["images_per_step"] == 2
+    assert res["recipe"]["model.lmm.gradient_checkpointing"] is True
+    ways = res["ways"]
+    assert set(ways) == {"shared", "unshared", "per_conversation"}
+    for row in ways.values():
+        assert len(row["step_s"]) == 2 and row["median_step_s"] > 0
+        assert 0 < row["llm_flops"] < row["flops_per_step"]
+    assert ways["shared"]["llm_flops"] < ways["unshared"]["llm_flops"] == ways["per_conversation"]["llm_flops"]
+    # the same LLM work; LISA's layout adds the vision tower on 6 conversations instead of 2 images
+    assert ways["unshared"]["flops_per_step"] < ways["per_conversation"]["flops_per_step"]
+    assert res["ratios"]["per_conversation_over_shared"]["flops"] > res["ratios"]["unshared_over_shared"]["flops"] > 1

@@ -8,6 +8,7 @@
                                        [--pool-sizes 16 32 64] [--queries 60]
     python tools/benchmark.py generate CONFIG [--checkpoint C] [--batch-sizes 1 8] [--queries 32]
                                        [--max-new-tokens 32]
+    python tools/benchmark.py prefix   CONFIG [--queries-per-image 3] [--iters 5] [--warmup 1]
 
 * ``overhead``: the platform's training iteration (mmengine ``Runner``: hooks, ``train_step``,
   ``parse_losses``, ``OptimWrapper`` with clipping, parameter schedulers) against a bare PyTorch loop
@@ -37,12 +38,27 @@
   re-tokenised) and the share of answers holding a mask token. The answers at every batch size must equal those of the first
   (the run fails otherwise), so the speed-up is not bought with other answers.
 
+* ``prefix``: a training step with LISA's recipe (LoRA r=8 on q/v, ``lm_head`` and ``embed_tokens``
+  trained, the vision tower and projector frozen, gradient checkpointing in the LLM; :data:`LISA_RECIPE`,
+  before ``--cfg-options``) on batches whose every image has exactly ``--queries-per-image``
+  queries, three ways on the same model and batches: ``shared`` (the LLM's image prefix once per
+  image, ``model.lmm.share_image_prefix=True``), ``unshared`` (every conversation runs the LLM in
+  full; the vision tower still once per image) and ``per_conversation`` (LISA's own training code:
+  each conversation carries its own copy of the image through the vision tower and the LLM, SAM's
+  image encoder once per image; :func:`tower_per_conversation`). Per way: the FLOPs of one step
+  (forward + backward, ``torch.utils.flop_counter``; the checkpointed recomputation included) and
+  the LLM's share of them, and the median time of a step (forward, backward, clipping, AdamW step).
+  The ways take turns step by step (the order rotating), so a change of the machine's load hits all
+  three alike; the ratios are per_conversation / shared and unshared / shared.
+
 Absolute times depend on the machine and whatever else runs on it; compare ratios from one run.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import dataclasses
 import json
 import os
 import resource
@@ -66,6 +82,19 @@ DEFAULT_VARIANTS = {
         "model.lmm.lora.r=8", "model.lmm.trainable_modules=[lm_head,embed_tokens]",
         "model.lmm.gradient_checkpointing=True"],
     "SAM image encoder trained (not frozen)": ["model.mask_source.freeze_image_encoder=False"],
+}
+
+
+#: LISA's training recipe (spec seg_token_family.md §1.4, its ``train_ds.py``) as config overrides: what
+#: ``prefix`` measures (``--cfg-options`` come after these).
+LISA_RECIPE = {
+    "model.lmm.lora.r": 8,
+    "model.lmm.lora.lora_alpha": 16,
+    "model.lmm.lora.lora_dropout": 0.05,
+    "model.lmm.trainable_modules": ["lm_head", "embed_tokens"],
+    "model.lmm.train_vision_tower": False,
+    "model.lmm.train_projector": False,
+    "model.lmm.gradient_checkpointing": True,
 }
 
 
@@ -478,12 +507,162 @@ def cmd_generate(args) -> dict:
                 answers_identical=True, results=rows)
 
 
+@contextlib.contextmanager
+def tower_per_conversation(seg):
+    """LISA's own training layout on reseg's model, for the duration of the block.
+
+    LISA's training code gives every conversation its own copy of its image: the vision tower and the
+    whole LLM run once per conversation, SAM's image encoder once per image. Here ``prepare`` keeps the
+    pixels (and hands the batch zeros where the features were), and the LMM's forward runs the tower
+    on each conversation's copy of its image, each conversation its own image (so nothing is shared).
+    Yields a namespace with the kept ``pixels`` and the ``tower`` (the LMM's own ``image_features``).
+    """
+    import types
+
+    lmm = seg.lmm
+    kept = types.SimpleNamespace(pixels=None, tower=lmm.image_features)
+    forward = lmm.forward
+
+    def keep_pixels(px: torch.Tensor) -> torch.Tensor:
+        kept.pixels = px
+        return px.new_zeros((px.shape[0], lmm.num_image_tokens, lmm.hidden_size))
+
+    def per_conversation(*args, image_feats, image_index, **kwargs):
+        own = torch.arange(len(image_index), device=image_index.device)
+        return forward(*args, image_feats=kept.tower(kept.pixels[image_index]), image_index=own, **kwargs)
+
+    lmm.image_features, lmm.forward = keep_pixels, per_conversation
+    try:
+        yield kept
+    finally:
+        del lmm.image_features, lmm.forward  # the class's methods again
+
+
+#: the three ways ``prefix`` runs a step: whether the LMM shares the image prefix, and whether every
+#: conversation carries its own copy of the image (LISA's own code)
+PREFIX_WAYS = {"shared": (True, False), "unshared": (False, False), "per_conversation": (False, True)}
+
+
+@contextlib.contextmanager
+def prefix_way(seg, way: str):
+    share, own_copy = PREFIX_WAYS[way]
+    seg.lmm.share_image_prefix = share
+    with tower_per_conversation(seg) if own_copy else contextlib.nullcontext() as kept:
+        yield kept
+
+
+def with_queries_per_image(dataset, n_samples: int, queries: int, seed: int = 0) -> list:
+    """``n_samples`` samples of ``dataset`` (a seeded draw) with exactly ``queries`` queries each (a
+    sample's own queries, repeated in turn when it has fewer), each seeded so that every way of
+    running a step builds the same conversations."""
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(len(dataset))
+    out = []
+    for i in order:
+        s = dataset[int(i)]
+        if not s.queries:
+            continue
+        qs = [s.queries[k % len(s.queries)] for k in range(queries)]
+        out.append(dataclasses.replace(s, queries=qs, meta={**s.meta, "seed": len(out)}))
+        if len(out) == n_samples:
+            return out
+    raise SystemExit(f"prefix: the training set has {len(out)} samples with queries, fewer than {n_samples}")
+
+
+def prefix_loss_backward(seg, samples: list, way: str) -> None:
+    """Forward and backward of one training batch, run ``way``; fails if the prefix was (not) shared."""
+    with prefix_way(seg, way):
+        losses = seg(samples, mode="loss")
+        shared = seg.lmm.last_shared_prefix
+        sum(v for k, v in losses.items() if "loss" in k).backward()
+    if (shared is not None) != PREFIX_WAYS[way][0]:
+        raise SystemExit(f"prefix: the {way} step {'shared' if shared else 'did not share'} the image prefix; "
+                         "does every conversation of an image put its image tokens at the same place?")
+
+
+def flops_outside_llm(seg, samples: list, way: str) -> int:
+    """FLOPs of a training step spent outside the LLM: the image encoders (SAM's, the vision tower and
+    projector, per conversation for ``per_conversation``) and the head with its losses, forward and
+    backward. The LLM runs between them without a graph and is not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with prefix_way(seg, way) as kept:
+        with FlopCounterMode(display=False) as encoders:
+            batch = seg.prepare(samples, "train")
+            if kept is not None:
+                with torch.no_grad():
+                    kept.tower(kept.pixels[batch.conv_image])
+        with torch.no_grad():
+            seg.run_lmm(batch)
+        with FlopCounterMode(display=False) as head:
+            losses = seg.head.loss_by_feat(seg.head(batch), seg.head.get_targets(batch), batch)
+            graph = [v for k, v in losses.items() if "loss" in k and v.requires_grad]
+            if graph:
+                sum(graph).backward()
+    seg.zero_grad(set_to_none=True)
+    return encoders.get_total_flops() + head.get_total_flops()
+
+
+def cmd_prefix(args) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    options = dict(LISA_RECIPE)
+    options.update(args.raw_cfg_options or {})
+    cfg = load_cfg(args.config, options)
+    loader_cfg = copy.deepcopy(cfg.train_dataloader)
+    runner = build(cfg, os.path.join(args.work_dir, "prefix"), 1)
+    seg = runner.model
+    dataset = runner.build_dataloader(loader_cfg).dataset
+    per_step = int(cfg.train_dataloader.batch_size)
+    steps = args.warmup + args.iters
+    samples = with_queries_per_image(dataset, per_step * (steps + 1), args.queries_per_image)
+    batches = [samples[k: k + per_step] for k in range(0, len(samples), per_step)]
+    params = [p for p in seg.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+
+    def step(way: str, batch: list) -> float:
+        t0 = time.perf_counter()
+        prefix_loss_backward(seg, batch, way)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - t0
+
+    seg.train()
+    rows: dict[str, dict] = {}
+    for way in PREFIX_WAYS:  # FLOPs of forward + backward on the first batch
+        with FlopCounterMode(display=False) as counter:
+            prefix_loss_backward(seg, batches[0], way)
+        seg.zero_grad(set_to_none=True)
+        total = counter.get_total_flops()
+        llm = total - flops_outside_llm(seg, batches[0], way)
+        rows[way] = dict(flops_per_step=total, llm_flops=llm, llm_flop_share=round(llm / total, 4))
+    times: dict[str, list[float]] = {way: [] for way in PREFIX_WAYS}
+    names = list(PREFIX_WAYS)
+    for k, batch in enumerate(batches[1: steps + 1]):
+        for way in names[k % 3:] + names[: k % 3]:  # the order rotates from step to step
+            dt = step(way, batch)
+            if k >= args.warmup:
+                times[way].append(dt)
+    for way in PREFIX_WAYS:
+        rows[way].update(step_s=[round(t, 3) for t in times[way]], median_step_s=round(statistics.median(times[way]), 4))
+    base = rows["shared"]
+    ratios = {f"{way}_over_shared": dict(time=round(rows[way]["median_step_s"] / base["median_step_s"], 3),
+                                         flops=round(rows[way]["flops_per_step"] / base["flops_per_step"], 3),
+                                         llm_flops=round(rows[way]["llm_flops"] / base["llm_flops"], 3))
+              for way in ("per_conversation", "unshared")}
+    return dict(benchmark="image_prefix_sharing", config=args.config, recipe=LISA_RECIPE,
+                images_per_step=per_step, queries_per_image=args.queries_per_image, iters=args.iters,
+                warmup=args.warmup, threads=torch.get_num_threads(), ways=rows, ratios=ratios)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("command", choices=["overhead", "memory", "mfu", "ras", "generate", "_probe"])
+    p.add_argument("command", choices=["overhead", "memory", "mfu", "ras", "generate", "prefix", "_probe"])
     p.add_argument("config")
     p.add_argument("--iters", type=int, default=None)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=None, help="steps (queries for ras) not timed; default 3, prefix 1")
     p.add_argument("--variant", nargs="+", action="append", metavar=("NAME", "K=V"),
                    help="memory: a named set of config overrides (repeatable)")
     p.add_argument("--work-dir", default="work_dirs/benchmark")
@@ -498,12 +677,15 @@ def parse_args(argv=None):
     p.add_argument("--device", default=None, help="ras, generate: cpu / cuda (default: CUDA if available)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="generate: samples per call")
     p.add_argument("--max-new-tokens", type=int, default=32, help="generate: the generation budget")
+    p.add_argument("--queries-per-image", type=int, default=3, help="prefix: queries (conversations) per image")
     args = p.parse_args(argv)
     args.raw_cfg_options = None
     if args.cfg_options:
         args.raw_cfg_options = {k: v for k, v in args.cfg_options.items()}
     if args.iters is None:
-        args.iters = {"overhead": 20}.get(args.command, 4)
+        args.iters = {"overhead": 20, "prefix": 5}.get(args.command, 4)
+    if args.warmup is None:
+        args.warmup = {"prefix": 1}.get(args.command, 3)
     return args
 
 
@@ -511,7 +693,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     run = dict(overhead=cmd_overhead, memory=cmd_memory, mfu=cmd_mfu, ras=cmd_ras, generate=cmd_generate,
-               _probe=_probe)[args.command]
+               prefix=cmd_prefix, _probe=_probe)[args.command]
     result = run(args)
     if args.command != "_probe":
         result["command"] = "python tools/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
