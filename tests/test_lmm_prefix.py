@@ -180,6 +180,15 @@ def test_shared_prefix_under_gradient_checkpointing_recomputes_layers_in_backwar
     assert calls == {"forward": 2, "backward": 2}
 
 
+def test_gradient_checkpointing_runs_no_backward_through_a_frozen_vision_tower(tmp_path):
+    m = checkpointed_lmm(tmp_path, lora=True)  # tower and projector frozen, as in LISA's recipe
+    pixels = torch.randn(2, 3, 64, 64)
+    assert not m.image_features(pixels).requires_grad
+    m.train_projector = True
+    m._set_trainable()
+    assert m.image_features(pixels).requires_grad  # a trained projector still gets its gradient
+
+
 def test_segmentor_losses_and_gradients_equal_with_prefix_shared_under_lisa_recipe(tmp_path):
     """Tiny LISA with LoRA and gradient checkpointing: text and mask losses and every gradient match."""
     from reseg.registry import MODELS
