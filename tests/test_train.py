@@ -431,3 +431,24 @@ def test_benchmark_prefix_compares_shared_unshared_and_per_conversation_steps(sy
     # the same LLM work; LISA's layout adds the vision tower on 6 conversations instead of 2 images
     assert ways["unshared"]["flops_per_step"] < ways["per_conversation"]["flops_per_step"]
     assert res["ratios"]["per_conversation_over_shared"]["flops"] > res["ratios"]["unshared_over_shared"]["flops"] > 1
+
+
+def test_benchmark_prefix_flops_counts_the_prefix_once_per_image(tmp_path):
+    """tools/benchmark.py prefix-flops (shapes only, on the meta device): the plain LLM's FLOPs grow with every
+    conversation in full, the shared prefix's only by the part after the image."""
+    out = tmp_path / "flops.jsonl"
+    assert run_script("tools/benchmark.py", ["prefix-flops", "--scale", "small", "--queries-per-image", "1", "2", "3",
+                                             "--images", "1", "--prefix-tokens", "20", "--suffix-tokens", "6",
+                                             "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    llm = {q: res["results"][q]["llm_flops"] for q in ("1", "2", "3")}
+    u1 = llm["1"]["unshared"]
+    assert llm["2"]["unshared"] == 2 * u1 and llm["3"]["unshared"] == 3 * u1
+    assert llm["1"]["shared"] == u1  # one conversation per image: the plain forward
+    extra = llm["3"]["shared"] - llm["2"]["shared"]  # one more conversation of the same image
+    assert 0 < extra < 0.5 * u1 and llm["2"]["shared"] < llm["2"]["unshared"]
+    tower, sam = res["tower_flops_per_image"], res["sam_encoder_flops_per_image"]
+    steps = res["results"]["3"]["step_flops"]
+    assert steps["unshared"] == llm["3"]["unshared"] + tower + sam
+    assert steps["per_conversation"] == llm["3"]["unshared"] + 3 * tower + sam
+    assert res["results"]["1"]["saved_vs_unshared"] == 0 < res["results"]["3"]["saved_vs_unshared"]

@@ -9,6 +9,8 @@
     python tools/benchmark.py generate CONFIG [--checkpoint C] [--batch-sizes 1 8] [--queries 32]
                                        [--max-new-tokens 32]
     python tools/benchmark.py prefix   CONFIG [--queries-per-image 3] [--iters 5] [--warmup 1]
+    python tools/benchmark.py prefix-flops [--scale 7b] [--queries-per-image 1 3 10] [--images 2]
+                                       [--prefix-tokens 610] [--suffix-tokens 48]
 
 * ``overhead``: the platform's training iteration (mmengine ``Runner``: hooks, ``train_step``,
   ``parse_losses``, ``OptimWrapper`` with clipping, parameter schedulers) against a bare PyTorch loop
@@ -50,6 +52,15 @@
   the LLM's share of them, and the median time of a step (forward, backward, clipping, AdamW step).
   The ways take turns step by step (the order rotating), so a change of the machine's load hits all
   three alike; the ratios are per_conversation / shared and unshared / shared.
+
+* ``prefix-flops``: the FLOPs of the same three ways at a scale this machine cannot run (``7b``:
+  LISA-7B's parts, :data:`SCALES`), counted by ``torch.utils.flop_counter`` on the meta device (shapes
+  only: no weights, no arithmetic). Per step of ``--images`` images with ``--queries-per-image``
+  conversations each, all of ``--prefix-tokens`` tokens through the last image token and
+  ``--suffix-tokens`` after it: the LLM's forward + backward under LISA's recipe (plain, or the
+  checkpointed shared prefix of :mod:`reseg.models.lmm.shared_prefix`), the vision tower and
+  projector (forward; per image, or per conversation for LISA's layout) and SAM's image encoder
+  (forward, per image). SAM's prompt encoder and decoder and the losses are left out.
 
 Absolute times depend on the machine and whatever else runs on it; compare ratios from one run.
 """
@@ -657,10 +668,109 @@ def cmd_prefix(args) -> dict:
                 warmup=args.warmup, threads=torch.get_num_threads(), ways=rows, ratios=ratios)
 
 
+#: Model shapes for ``prefix-flops``. ``7b``: LLaVA-1.5-7B (the LLM in LLaMA-2-7B's shape with LISA's
+#: vocabulary, the CLIP ViT-L/14 tower at 336 px: 576 image tokens) and SAM ViT-H at 1024 px, LISA-7B's
+#: parts. ``small``: configs/lisa/lisa_small_synthref.py's shapes.
+SCALES = {
+    "7b": dict(text=dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                         num_key_value_heads=32, vocab_size=32004, max_position_embeddings=4096),
+               vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                           image_size=336, patch_size=14),
+               sam=dict(variant="vit_h", image_size=1024)),
+    "small": dict(text=dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=8, num_attention_heads=8,
+                            num_key_value_heads=8, vocab_size=1025, max_position_embeddings=1024),
+                  vision=dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=6, num_attention_heads=6,
+                              image_size=224, patch_size=16),
+                  sam=dict(variant="custom", image_size=512, prompt_dim=128,
+                           encoder=dict(embed_dim=256, depth=4, num_heads=4))),
+}
+
+
+def meta_llm_step_flops(scale: dict, images: int, queries: int, prefix: int, suffix: int, shared: bool) -> int:
+    """FLOPs of the LLM's forward + backward (LM head included) for ``images * queries`` conversations of
+    ``prefix + suffix`` tokens under LISA's recipe (LoRA r=8 on q/v, ``lm_head`` and ``embed_tokens``
+    trained, non-reentrant checkpointing of every decoder layer), counted on the meta device."""
+    from peft import LoraConfig, inject_adapter_in_model
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import LlamaConfig, LlamaModel
+
+    from reseg.models.lmm import shared_prefix
+
+    with torch.device("meta"):
+        lm = LlamaModel(LlamaConfig(**scale["text"]))
+        head = torch.nn.Linear(lm.config.hidden_size, lm.config.vocab_size, bias=False)
+    inject_adapter_in_model(LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=r".*\.(q_proj|v_proj)"), lm)
+    for name, p in lm.named_parameters():
+        p.requires_grad_("lora_" in name or "embed_tokens" in name)
+    lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    lm.train()
+    C, L = images * queries, prefix + suffix
+    ids = torch.zeros((C, L), dtype=torch.long, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        embeds = lm.embed_tokens(ids)
+        if shared:
+            group = torch.arange(C, device="meta") // queries
+            reps = torch.arange(images, device="meta") * queries
+            hidden = shared_prefix.forward_checkpointed(lm, embeds, torch.ones((C, L), dtype=torch.long, device="meta"),
+                                                        prefix, reps, group)
+        else:  # a 4D causal mask: transformers' own mask building reads values, which meta tensors have not
+            causal = torch.ones((L, L), dtype=torch.bool, device="meta").tril()[None, None].expand(C, 1, L, L)
+            hidden = lm(inputs_embeds=embeds, attention_mask=causal, use_cache=False).last_hidden_state
+        head(hidden).float().sum().backward()
+    return counter.get_total_flops()
+
+
+def meta_encoder_flops(scale: dict) -> tuple[int, int]:
+    """Forward FLOPs for one image of the vision tower with LLaVA's two-layer projector, and of SAM's
+    image encoder (both frozen, no backward), counted on the meta device."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    from reseg.models.mask_sources.sam import build_sam
+
+    vision, text = scale["vision"], scale["text"]
+    with torch.device("meta"):
+        tower = CLIPVisionModel(CLIPVisionConfig(**vision))
+        projector = torch.nn.Sequential(torch.nn.Linear(vision["hidden_size"], text["hidden_size"]), torch.nn.GELU(),
+                                        torch.nn.Linear(text["hidden_size"], text["hidden_size"]))
+        sam = build_sam(**scale["sam"]).image_encoder
+    size, sam_size = vision["image_size"], scale["sam"]["image_size"]
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as t:
+            states = tower(torch.zeros((1, 3, size, size), device="meta"), output_hidden_states=True).hidden_states
+            projector(states[-2][:, 1:])
+        with FlopCounterMode(display=False) as m:
+            sam(torch.zeros((1, 3, sam_size, sam_size), device="meta"))
+    return t.get_total_flops(), m.get_total_flops()
+
+
+def cmd_prefix_flops(args) -> dict:
+    scale = SCALES[args.scale]
+    tower, sam = meta_encoder_flops(scale)
+    G, P, S = args.images, args.prefix_tokens, args.suffix_tokens
+    rows = {}
+    for Q in args.queries_per_image:
+        plain = meta_llm_step_flops(scale, G, Q, P, S, shared=False)
+        # one conversation per image: the LMM runs the plain forward, there is nothing to share
+        shared = meta_llm_step_flops(scale, G, Q, P, S, shared=True) if Q > 1 else plain
+        steps = dict(shared=shared + G * (tower + sam), unshared=plain + G * (tower + sam),
+                     per_conversation=plain + G * Q * tower + G * sam)
+        rows[str(Q)] = dict(llm_flops=dict(shared=shared, unshared=plain), step_flops=steps,
+                            step_tflops={k: round(v / 1e12, 3) for k, v in steps.items()},
+                            saved_vs_unshared=round(1 - steps["shared"] / steps["unshared"], 4),
+                            saved_vs_per_conversation=round(1 - steps["shared"] / steps["per_conversation"], 4),
+                            per_conversation_over_shared=round(steps["per_conversation"] / steps["shared"], 3))
+        print(f"{Q} queries per image: {json.dumps(rows[str(Q)])}", file=sys.stderr)
+    return dict(benchmark="image_prefix_sharing_flops", scale=args.scale, shapes=scale, images_per_step=G,
+                prefix_tokens=P, suffix_tokens=S, tower_flops_per_image=tower, sam_encoder_flops_per_image=sam,
+                results=rows)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("command", choices=["overhead", "memory", "mfu", "ras", "generate", "prefix", "_probe"])
-    p.add_argument("config")
+    p.add_argument("command", choices=["overhead", "memory", "mfu", "ras", "generate", "prefix", "prefix-flops",
+                                        "_probe"])
+    p.add_argument("config", nargs="?", help="the config (every command but prefix-flops)")
     p.add_argument("--iters", type=int, default=None)
     p.add_argument("--warmup", type=int, default=None, help="steps (queries for ras) not timed; default 3, prefix 1")
     p.add_argument("--variant", nargs="+", action="append", metavar=("NAME", "K=V"),
@@ -677,7 +787,16 @@ def parse_args(argv=None):
     p.add_argument("--device", default=None, help="ras, generate: cpu / cuda (default: CUDA if available)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="generate: samples per call")
     p.add_argument("--max-new-tokens", type=int, default=32, help="generate: the generation budget")
-    p.add_argument("--queries-per-image", type=int, default=3, help="prefix: queries (conversations) per image")
+    p.add_argument("--queries-per-image", type=int, nargs="+", default=None,
+                   help="prefix: queries (conversations) per image (one number, default 3); prefix-flops: "
+                        "several (default 1 3 10)")
+    p.add_argument("--scale", choices=sorted(SCALES), default="7b", help="prefix-flops: the model shapes")
+    p.add_argument("--images", type=int, default=2, help="prefix-flops: images per step (LISA: 2 per GPU)")
+    p.add_argument("--prefix-tokens", type=int, default=610,
+                   help="prefix-flops: tokens through the last image token (LISA-7B: ~34 of system prompt and "
+                        "'USER:', 576 image tokens)")
+    p.add_argument("--suffix-tokens", type=int, default=48,
+                   help="prefix-flops: tokens after it (question, answer, padding)")
     args = p.parse_args(argv)
     args.raw_cfg_options = None
     if args.cfg_options:
@@ -686,6 +805,16 @@ def parse_args(argv=None):
         args.iters = {"overhead": 20, "prefix": 5}.get(args.command, 4)
     if args.warmup is None:
         args.warmup = {"prefix": 1}.get(args.command, 3)
+    if args.config is None and args.command != "prefix-flops":
+        p.error(f"{args.command} needs a CONFIG")
+    if args.queries_per_image is None:
+        args.queries_per_image = [1, 3, 10] if args.command == "prefix-flops" else [3]
+    elif args.command == "prefix" and len(args.queries_per_image) != 1:
+        p.error(f"prefix measures one number of queries per image, got --queries-per-image {args.queries_per_image}")
+    if args.command == "prefix":
+        args.queries_per_image = args.queries_per_image[0]
+    if min(args.queries_per_image if isinstance(args.queries_per_image, list) else [args.queries_per_image]) < 1:
+        p.error("--queries-per-image must be >= 1")
     return args
 
 
@@ -693,7 +822,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     run = dict(overhead=cmd_overhead, memory=cmd_memory, mfu=cmd_mfu, ras=cmd_ras, generate=cmd_generate,
-               prefix=cmd_prefix, _probe=_probe)[args.command]
+               prefix=cmd_prefix, _probe=_probe, **{"prefix-flops": cmd_prefix_flops})[args.command]
     result = run(args)
     if args.command != "_probe":
         result["command"] = "python tools/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
