@@ -431,6 +431,9 @@ def test_benchmark_prefix_compares_shared_unshared_and_per_conversation_steps(sy
     # the same LLM work; LISA's layout adds the vision tower on 6 conversations instead of 2 images
     assert ways["unshared"]["flops_per_step"] < ways["per_conversation"]["flops_per_step"]
     assert res["ratios"]["per_conversation_over_shared"]["flops"] > res["ratios"]["unshared_over_shared"]["flops"] > 1
+    # under checkpointing the shared prefix keeps fewer states than the plain forward, never more
+    assert 0 < ways["shared"]["peak_step_mb"] <= ways["unshared"]["peak_step_mb"]
+    assert res["ratios"]["unshared_over_shared"]["peak_step_memory"] >= 1
 
 
 def test_benchmark_prefix_flops_counts_the_prefix_once_per_image(tmp_path):

@@ -77,6 +77,7 @@ import statistics
 import subprocess
 import sys
 import time
+import weakref
 from typing import Any, Optional
 
 import torch
@@ -615,6 +616,63 @@ def flops_outside_llm(seg, samples: list, way: str) -> int:
     return encoders.get_total_flops() + head.get_total_flops()
 
 
+class TensorPeak:
+    """The peak bytes of tensor storage allocated inside the block and alive at once (forward,
+    backward and the checkpointed recomputation; tensors that existed before, such as the weights,
+    are not counted): on CPU what ``torch.cuda.max_memory_allocated`` measures on a GPU, without the
+    allocator's caching and fragmentation that a process's RSS adds.
+
+    Every op's output storages are seen through a dispatch mode and counted until they are freed
+    (a weak reference to the storage: PyTorch keeps one Python object per live storage).
+    """
+
+    def __init__(self) -> None:
+        self.now = self.peak = 0
+        self.live: set[int] = set()
+
+    def _freed(self, key: int, nbytes: int) -> None:
+        self.live.discard(key)
+        self.now -= nbytes
+
+    def _seen(self, t: torch.Tensor) -> None:
+        st = t.untyped_storage()
+        key = id(st)
+        if key in self.live:
+            return
+        self.live.add(key)
+        self.now += st.nbytes()
+        self.peak = max(self.peak, self.now)
+        weakref.finalize(st, self._freed, key, st.nbytes())
+
+    @contextlib.contextmanager
+    def __call__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_leaves
+
+        seen = self._seen
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in tree_leaves(out):
+                    if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                        seen(t)
+                return out
+
+        with Mode():
+            yield self
+
+
+def prefix_peak_memory(seg, samples: list, way: str) -> int:
+    """Peak bytes of the tensors a forward + backward of ``samples`` run ``way`` allocates (:class:`TensorPeak`)."""
+    seg.zero_grad(set_to_none=True)
+    peak = TensorPeak()
+    with peak():
+        prefix_loss_backward(seg, samples, way)
+    seg.zero_grad(set_to_none=True)
+    return peak.peak
+
+
 def cmd_prefix(args) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -648,7 +706,8 @@ def cmd_prefix(args) -> dict:
         seg.zero_grad(set_to_none=True)
         total = counter.get_total_flops()
         llm = total - flops_outside_llm(seg, batches[0], way)
-        rows[way] = dict(flops_per_step=total, llm_flops=llm, llm_flop_share=round(llm / total, 4))
+        rows[way] = dict(flops_per_step=total, llm_flops=llm, llm_flop_share=round(llm / total, 4),
+                         peak_step_mb=round(prefix_peak_memory(seg, batches[0], way) / 2**20, 1))
     times: dict[str, list[float]] = {way: [] for way in PREFIX_WAYS}
     names = list(PREFIX_WAYS)
     for k, batch in enumerate(batches[1: steps + 1]):
@@ -661,7 +720,8 @@ def cmd_prefix(args) -> dict:
     base = rows["shared"]
     ratios = {f"{way}_over_shared": dict(time=round(rows[way]["median_step_s"] / base["median_step_s"], 3),
                                          flops=round(rows[way]["flops_per_step"] / base["flops_per_step"], 3),
-                                         llm_flops=round(rows[way]["llm_flops"] / base["llm_flops"], 3))
+                                         llm_flops=round(rows[way]["llm_flops"] / base["llm_flops"], 3),
+                                         peak_step_memory=round(rows[way]["peak_step_mb"] / base["peak_step_mb"], 3))
               for way in ("per_conversation", "unshared")}
     return dict(benchmark="image_prefix_sharing", config=args.config, recipe=LISA_RECIPE,
                 images_per_step=per_step, queries_per_image=args.queries_per_image, iters=args.iters,
