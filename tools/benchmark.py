@@ -49,7 +49,8 @@
   each conversation carries its own copy of the image through the vision tower and the LLM, SAM's
   image encoder once per image; :func:`tower_per_conversation`). Per way: the FLOPs of one step
   (forward + backward, ``torch.utils.flop_counter``; the checkpointed recomputation included) and
-  the LLM's share of them, and the median time of a step (forward, backward, clipping, AdamW step).
+  the LLM's share of them, the peak memory of the tensors the forward + backward allocates
+  (:class:`TensorPeak`), and the median time of a step (forward, backward, clipping, AdamW step).
   The ways take turns step by step (the order rotating), so a change of the machine's load hits all
   three alike; the ratios are per_conversation / shared and unshared / shared.
 
