@@ -37,10 +37,14 @@ def require_file(path: PathLike, what: str) -> Path:
 
 
 def require_dir(path: PathLike, what: str) -> Path:
-    """Return ``path`` as a :class:`Path`, or raise ``FileNotFoundError`` saying what it should hold."""
-    p = Path(path)
+    """``path`` (from a config: a relative path is under the reseg root, :mod:`reseg.paths`) as an
+    absolute :class:`Path`, or a ``FileNotFoundError`` saying what it should hold and, for the
+    synthetic benchmark, which ``make`` target writes it."""
+    from reseg.paths import missing_hint, resolve_path
+
+    p = resolve_path(path)
     if not p.is_dir():
-        raise FileNotFoundError(f"{what} not found: {p} (expected a directory at this path)")
+        raise FileNotFoundError(f"{what} not found: {p} (expected a directory at this path).{missing_hint(path)}")
     return p
 
 
@@ -267,18 +271,21 @@ def stack_masks(masks: Iterable[np.ndarray], height: int, width: int) -> np.ndar
 
 
 def resolve_under(root: Path, path: PathLike) -> Path:
-    """Resolve a configured path: absolute as given; relative first under ``root``, then as given.
+    """Resolve a configured path: absolute as given; relative first under ``root``, then under the
+    reseg root (:func:`reseg.paths.resolve_path`).
 
-    The second form lets configs write ``image_dir=data_root + '/images/...'`` (relative to the working
-    directory) as well as ``image_dir='images/...'`` (relative to ``data_root``).
+    The second form lets configs write ``image_dir=data_root + '/images/...'`` (the same path as
+    ``data_root`` is) as well as ``image_dir='images/...'`` (relative to ``data_root``).
     """
-    p = Path(path)
+    from reseg.paths import resolve_path
+
+    p = Path(path).expanduser()
     if p.is_absolute():
         return p
     under = root / p
-    if under.exists() or not p.exists():
+    if under.exists() or not resolve_path(p).exists():
         return under
-    return p
+    return resolve_path(p)
 
 
 # -- COCO RLE (MaskGroups-HQ pools, own-data objects): reseg.masks.rle with this module's errors ------
