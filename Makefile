@@ -44,11 +44,13 @@ $(POOLS)/grefcoco_%.jsonl: | pretrain
 	$(VPY) tools/make_pools.py $(AMG) --dataset-config configs/ras/ras_tiny_synthref-gres.py --split $* --out $@
 pools: $(POOLS)/synthref_train.jsonl $(POOLS)/synthref_val.jsonl $(POOLS)/grefcoco_train.jsonl $(POOLS)/grefcoco_val.jsonl
 
-# What the demo config loads from data/tiny_models: the pre-trained vision tower, and SAM at 128 px
-# pre-trained with point, box and attribute prompts (DEMO_SAM, ~2 min; configs/lisa/lisa_tiny-sam128_synthref.py
-# says why). `make demo CONFIG=configs/lisa/lisa_tiny_synthref.py DEMO_PARTS=vision,sam DEMO_SAM=` for the
-# older point-pre-trained 256 px SAM instead. Existing files are kept.
-DEMO_PARTS ?= vision
+# The tiny parts every tiny config loads from data/tiny_models: the pre-trained vision tower and the
+# point-pre-trained 256 px SAM (DEMO_PARTS: what `make pretrain` writes; the base tiny configs, READ,
+# AnchorSeg and `make pools` use this SAM), and the demo config's SAM at 128 px pre-trained with point, box
+# and attribute prompts (DEMO_SAM; configs/lisa/lisa_tiny-sam128_synthref.py says why). So every tiny config
+# runs straight after `make demo`. `make demo CONFIG=configs/lisa/lisa_tiny_synthref.py DEMO_SAM=` skips the
+# 128 px SAM. Existing files are kept.
+DEMO_PARTS ?= vision,sam
 DEMO_SAM   ?= data/tiny_models/sam128_attr/sam_tiny.pth
 $(DEMO_SAM): | data
 	$(VPY) tools/research/pretrain_tiny.py --data $(DATA) --config configs/lisa/lisa_tiny-rsam128_synthref.py --parts sam \
