@@ -430,7 +430,11 @@ def load_model(config: Any, checkpoint: Optional[str] = None, device: Any = None
     if checkpoint is not None:
         from reseg.engine.checkpoint import load_model_weights
 
-        load_model_weights(model, str(checkpoint), strict=True)
+        from reseg.engine.checkpoint import describe_model_differences
+
+        report = load_model_weights(model, str(checkpoint), strict=True, model_cfg=cfg.model)
+        if report["model_differences"]:  # another head's weights can fit the keys exactly
+            warnings.warn(describe_model_differences(str(checkpoint), report["model_differences"]), stacklevel=2)
     else:
         warnings.warn("load_model: no checkpoint given; the model keeps the weights its config builds "
                       "(the head's layers are untrained)", stacklevel=2)

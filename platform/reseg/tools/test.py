@@ -2,6 +2,8 @@
 
 CHECKPOINT is a reseg/mmengine ``.pth`` (read with ``weights_only=True``) or a ``.safetensors`` file
 (``reseg weights``); it must fit the config's model exactly (a mismatch is an error naming the keys).
+A checkpoint that records another model (another head, backbone or mask source type: a LISA
+checkpoint fits READ's keys exactly) is a warning, an error with ``--strict-meta``.
 
 Runs the config's ``test_dataloader``/``test_evaluator`` (mmengine ``Runner.test``), prints a metrics
 table and, with ``--out-metrics``, writes one JSON object with every metric, the sample counts, the
@@ -35,6 +37,9 @@ def parse_args(argv=None):
                         "for re-scoring with tools/evaluate.py (docs/evaluation.md)")
     p.add_argument("--overwrite-dump", action="store_true",
                    help="replace an existing --dump-predictions file")
+    p.add_argument("--strict-meta", action="store_true",
+                   help="refuse a checkpoint whose recorded model (head, backbone, mask source types) differs "
+                        "from the config's; without it that is a warning")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None)
     p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     return p.parse_args(argv)
@@ -113,12 +118,19 @@ def main(argv=None) -> int:
         sys.exit("\n".join(f"error: {args.config}: {line}" for line in str(err).splitlines()))
     from mmengine.model import is_model_wrapper
 
-    from reseg.engine.checkpoint import load_model_weights
+    from reseg.engine.checkpoint import describe_model_differences, load_model_weights
 
     try:
-        load_model_weights(runner.model.module if is_model_wrapper(runner.model) else runner.model, args.checkpoint)
+        report = load_model_weights(runner.model.module if is_model_wrapper(runner.model) else runner.model,
+                                    args.checkpoint, model_cfg=cfg.model)
     except (ValueError, RuntimeError) as err:
         sys.exit(f"error: {err}")
+    if report["model_differences"]:  # another head's weights can fit the keys exactly (LISA's and READ's do)
+        msg = describe_model_differences(args.checkpoint, report["model_differences"])
+        if args.strict_meta:
+            sys.exit(f"error: {msg} (--strict-meta)")
+        print(f"warning: {msg}; the scores below are of the config's model with these weights "
+              "(--strict-meta refuses)", file=sys.stderr, flush=True)
     metrics = runner.test()
     metrics = {k: (float(v) if hasattr(v, "__float__") and not isinstance(v, int) else v) for k, v in metrics.items()}
     from reseg.evaluation import evaluator_conventions

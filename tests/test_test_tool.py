@@ -1,0 +1,89 @@
+"""``tools/test.py`` next to a training run: another head's checkpoint is flagged, the run's files stay.
+
+* A checkpoint records the model it was saved from (mmengine's ``meta['cfg']``, read without running
+  it; ``reseg weights`` carries it into the ``.safetensors`` metadata). LISA's weights fit READ's keys
+  exactly, so testing a READ config with a LISA checkpoint used to score silently: now a warning, and
+  an error with ``--strict-meta``; ``reseg.load_model`` warns too.
+* Testing into the training's work dir leaves the training's config dump as it was (the tested config
+  goes into the test run's own timestamp folder) and leaves no empty folder behind.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from tiny import tiny_train_cfg
+
+
+@pytest.fixture(scope="module")
+def lisa_run(synth_root, tmp_path_factory):
+    """A 2-iteration tiny LISA training: its work dir and config (with a test section)."""
+    from reseg.engine.runner import build_runner
+
+    tmp = tmp_path_factory.mktemp("lisa_run")
+    work = tmp / "work"
+    cfg = tiny_train_cfg(synth_root, str(tmp / "tok"), str(work), max_iters=2, batch_size=2, ckpt_interval=2)
+    cfg.train_cfg.val_interval = 1000
+    cfg.test_dataloader = cfg.val_dataloader
+    cfg.test_evaluator = cfg.val_evaluator
+    cfg.test_cfg = dict(type="TestLoop")
+    build_runner(cfg).train()
+    return work, cfg
+
+
+def _dump(cfg, path: Path, **model) -> str:
+    cfg = copy.deepcopy(cfg)
+    cfg.model.update(model)
+    cfg.dump(str(path))
+    return str(path)
+
+
+def test_another_heads_checkpoint_warns_and_strict_meta_refuses(lisa_run, tmp_path, capsys):
+    from reseg.cli import main as reseg_cli
+    from reseg.tools import test as test_tool
+
+    work, cfg = lisa_run
+    read_cfg = _dump(cfg, tmp_path / "read.py", head=dict(type="READHead", num_points=4, down_sample=1))
+    ckpt = str(work / "iter_2.pth")
+    args = [read_cfg, ckpt, "--work-dir", str(tmp_path / "t")]
+    assert test_tool.main(args) == 0
+    err = capsys.readouterr().err
+    assert "warning: checkpoint" in err and "model.head.type='LISAHead' in the checkpoint, 'READHead' in the config" \
+        in err and "--strict-meta" in err, err
+    with pytest.raises(SystemExit, match=r"error: checkpoint .*iter_2\.pth.*'LISAHead' in the checkpoint, "
+                                         r"'READHead' in the config.*--strict-meta"):
+        test_tool.main(args + ["--strict-meta"])
+
+    st = tmp_path / "lisa.safetensors"  # the recorded model travels into the safetensors file
+    assert reseg_cli(["weights", ckpt, str(st)]) == 0
+    with pytest.raises(SystemExit, match=r"'LISAHead' in the checkpoint, 'READHead' in the config"):
+        test_tool.main([read_cfg, str(st), "--work-dir", str(tmp_path / "t"), "--strict-meta"])
+
+    same = _dump(cfg, tmp_path / "lisa.py")  # the checkpoint's own config: no warning
+    assert test_tool.main([same, ckpt, "--work-dir", str(tmp_path / "t"), "--strict-meta"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_load_model_warns_about_another_heads_checkpoint(lisa_run, tmp_path):
+    from reseg import load_model
+
+    work, cfg = lisa_run
+    read_cfg = _dump(cfg, tmp_path / "read.py", head=dict(type="READHead", num_points=4, down_sample=1))
+    with pytest.warns(UserWarning, match=r"model.head.type='LISAHead' in the checkpoint, 'READHead' in the config"):
+        load_model(read_cfg, str(work / "iter_2.pth"), device="cpu")
+
+
+def test_the_recorded_model_is_read_without_running_the_config(tmp_path):
+    from reseg.engine.checkpoint import model_types, recorded_model
+
+    marker = tmp_path / "ran"
+    text = (f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n"
+            "model = dict(type='ReasoningSegmentor', head=dict(type='reseg.LISAHead', dice_weight=0.5),\n"
+            "             lmm=dict(type='LlavaLMM', tiny=dict(vision=dict(hidden_size=8))), mask_source=None)\n")
+    model = recorded_model(text)
+    assert not marker.exists()
+    assert model_types(model) == {"model.type": "ReasoningSegmentor", "model.head.type": "LISAHead",
+                                  "model.lmm.type": "LlavaLMM"}
+    assert recorded_model("not python (") is None and recorded_model(None) is None
