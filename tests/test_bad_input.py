@@ -314,6 +314,20 @@ def checkpoint_that_runs_code(ctx):
         assert not marker.exists()
 
 
+def truncated_checkpoint(ctx):
+    """A checkpoint cut short is "corrupt or truncated", not a security refusal (kept for real pickles)."""
+    from reseg.engine.checkpoint import load_model_weights
+
+    model = ctx.tiny_model()
+    path = ctx.tmp / "cut.pth"
+    torch.save({"state_dict": model.state_dict()}, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(RuntimeError) as err:
+        load_model_weights(model, str(path))
+    assert "refusing" not in str(err.value) and "plain tensor" not in str(err.value)
+    raise err.value
+
+
 ERR, OK = "error", "ok"
 
 #: (case, expected, exception type, words the message must contain). "{file}" stands for the image
@@ -348,7 +362,9 @@ CASES = [
     (checkpoint_of_another_architecture, ERR, ValueError, ["other.pth", "missing keys", "unexpected keys",
                                                            "backbone.conv1.weight"]),
     (missing_checkpoint_path, ERR, FileNotFoundError, ["/nonexistent/sam_vit_b.pth", "model.mask_source.checkpoint"]),
-    (checkpoint_that_runs_code, ERR, RuntimeError, ["evil.pth", "refusing to load"]),
+    (checkpoint_that_runs_code, ERR, RuntimeError, ["evil.pth", "refusing to load", "Unsupported global"]),
+    (truncated_checkpoint, ERR, RuntimeError, ["cut.pth", "is corrupt or truncated", "bytes", "failed finding "
+                                               "central directory", "Copy or save it again"]),
 ]
 
 

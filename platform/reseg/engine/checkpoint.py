@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import os
+import pickle
 import re
 import shutil
 from typing import Any, Mapping, Optional, Sequence
@@ -87,18 +88,34 @@ class PlainCheckpointHook(Hook):
                 checkpoint[key] = from_plain(checkpoint[key])
 
 
+def _unreadable(path: str, err: BaseException) -> RuntimeError:
+    """The error for a checkpoint torch cannot read at all: cut short, damaged, or not a checkpoint."""
+    first = str(err).strip().split(". ")[0].splitlines()[0] if str(err).strip() else "unexpected end of file"
+    return RuntimeError(
+        f"checkpoint {path!r} is corrupt or truncated ({os.path.getsize(path)} bytes; torch: "
+        f"{type(err).__name__}: {first}). Copy or save it again: a checkpoint reseg writes is complete or "
+        "absent, never cut short.")
+
+
 def load_checkpoint_file(path: str, map_location: str = "cpu") -> dict:
     """Load a reseg/mmengine checkpoint safely (``weights_only=True``) and restore its objects."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path!r}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # pickle.UnpicklingError and friends
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise _unreadable(path, e) from None
+        # the file asks for a global (a class or function) beyond tensors and plain values
+        why = next((line.strip() for line in str(e).splitlines() if "Unsupported" in line),
+                   "it references objects beyond tensors and plain values")
+        why = why.split(" Please use ")[0].removeprefix("WeightsUnpickler error: ").rstrip(".")
         raise RuntimeError(
-            f"refusing to load {path!r}: it is not a plain tensor checkpoint ({type(e).__name__}: "
-            f"{str(e).splitlines()[0][:300]}). reseg only loads checkpoints with torch's weights_only "
-            "unpickler, which never runs code from the file."
+            f"refusing to load {path!r}: it is not a plain tensor checkpoint ({why}). reseg only loads "
+            "checkpoints with torch's weights_only unpickler, which never runs code from the file."
         ) from None
+    except Exception as e:  # a cut-off zip archive, an empty file, another format
+        raise _unreadable(path, e) from None
     if isinstance(ckpt, dict):
         for key in ("message_hub", "meta"):
             if key in ckpt:
