@@ -43,6 +43,10 @@ def _require_dir(path: str, key: str, what: str) -> Path:
     return p
 
 
+class ContextLengthError(ValueError):
+    """A conversation longer than ``model.lmm.max_length`` (a query too long): the message names both."""
+
+
 @LMMS.register_module()
 class LlavaLMM(nn.Module):
     """A LLaVA backbone with the interface every reseg head relies on.
@@ -294,7 +298,7 @@ class LlavaLMM(nn.Module):
             ids += ans
             labels += ans
         if len(ids) > self.max_length:
-            raise ValueError(
+            raise ContextLengthError(
                 f"conversation is {len(ids)} tokens, longer than max_length={self.max_length} "
                 f"(model.lmm.max_length); shorten the query: {prompt[-200:]!r}"
             )
