@@ -6,14 +6,16 @@ it, a ``for ...; do`` ... ``done`` loop is one step. Each step is one of:
 
 * **runnable**: runs as written, in the repository root with the venv active, after ``make demo``;
 * **synopsis**: it holds placeholders (``CONFIG``, ``W/iter_600.pth``, ``[--flag X]``, ``{a,b}``,
-  ``<change>``, ``...``): the reader fills them in, so it is checked but not run;
+  ``<change>``, ``...``, ``k=v``): the reader fills them in, so it is checked but not run;
 * **needs**: it needs what a fresh clone after ``make demo`` does not have (GPUs, real weights or
   datasets, your own files). The docs say so in a shell comment that a reader sees too::
 
       python tools/train.py configs/x_llava15-7b.py ...   # needs: LLaVA-1.5-7B and SAM ViT-H weights
 
   A trailing ``# needs: WHAT`` marks its command; a ``# needs: WHAT`` comment line marks every
-  command after it up to the next blank line or the end of the block.
+  command after it up to the next blank line or the end of the block;
+* **record**: after a ``<!-- doc-commands: record ... -->`` line, the commands of a work log as they
+  ran at the commits it names: neither checked nor run.
 
 A command that serves until interrupted (the web demo) says ``# ... until Ctrl-C`` in its trailing
 comment: the run mode starts it, waits for it to print its address, then interrupts it.
@@ -194,7 +196,8 @@ def extract(path: Path, root: Path = ROOT) -> list[Step]:
             continue
         code, comment = _split_comment(line)
         if not code:                       # a comment line
-            scope_needs = _needs(comment) or scope_needs
+            found = _needs(comment)
+            scope_needs = scope_needs if found is None else found
             continue
         tokens = _tokens(code)
         needs = _needs(comment) or scope_needs

@@ -77,6 +77,12 @@ def test_extract_steps_kinds_and_markers(tmp_path):
     assert {s.block for s in steps[:7]} == {3} and steps[7].block == 28
 
 
+def test_a_needs_mark_says_what(tmp_path):
+    steps = extract(_page(tmp_path, "```bash\n# needs:\nmake demo\nmake test   # needs:\n```\n"), tmp_path)
+    assert [s.kind for s in steps] == ["needs", "needs"]
+    assert [dc.check_step(ROOT, s) for s in steps] == [["'needs:' without saying what"]] * 2
+
+
 @pytest.mark.parametrize("token, placeholder", [
     ("CONFIG", True), ("W/iter_600.pth", True), ("randomness.seed=S", True), ("[--resume]", True),
     ("val|test]", True), ("{lisa,read}", True), ("<change>", True), ("...", True), ("k=v", True),
