@@ -11,18 +11,38 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: venv data pretrain pretrain-demo pools demo test test-slow test-mmdet clean-demo
+.PHONY: venv data pretrain pretrain-demo pools demo test test-slow test-mmdet lint lock clean-demo
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+# setup.cfg declares the version ranges reseg works with; LOCK pins the exact set the tests ran with, so the
+# two commands install the same versions everywhere (`make lock` rewrites it from the venv).
+LOCK    ?= constraints.txt
+PIP     := $(VPY) -m pip install -q -c $(LOCK)
+
+$(VENV)/.installed: setup.cfg pyproject.toml $(LOCK)
 	test -x $(VPY) || $(PY) -m venv $(VENV)
-	$(VPY) -m pip install -q "setuptools<82" wheel
-	$(VPY) -m pip install -q -e .
+	$(PIP) "setuptools<82" wheel
+	$(PIP) -e .
 	touch $@
 
 # The test extra (pytest, deepspeed for the strategy configs) only for `make test`: the demo skips it.
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(VPY) -m pip install -q -e ".[test]"
+	$(PIP) -e ".[test]"
 	touch $@
+
+# ruff alone (its version from LOCK, its rules in pyproject.toml): linting needs nothing else installed.
+$(VENV)/.installed-lint: $(LOCK)
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(PIP) ruff
+	touch $@
+
+lint: $(VENV)/.installed-lint
+	$(VENV)/bin/ruff check .
+
+# After upgrading a package on purpose in a fresh venv (and running make test there): write its versions
+# into LOCK.
+lock: $(VENV)/.installed-test $(VENV)/.installed-lint
+	{ grep '^#' $(LOCK); $(VPY) -m pip freeze --all --exclude-editable --exclude pip | grep -v '^#'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
 
 venv: $(VENV)/.installed
 
