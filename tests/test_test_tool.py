@@ -87,3 +87,51 @@ def test_the_recorded_model_is_read_without_running_the_config(tmp_path):
     assert model_types(model) == {"model.type": "ReasoningSegmentor", "model.head.type": "LISAHead",
                                   "model.lmm.type": "LlavaLMM"}
     assert recorded_model("not python (") is None and recorded_model(None) is None
+
+
+def _training_dir(lisa_run, work: Path, configs: Path) -> tuple[str, str]:
+    """``work`` laid out like a training run of config ``run.py``: its config dump and its checkpoint."""
+    import shutil
+
+    src, cfg = lisa_run
+    work.mkdir(parents=True)
+    shutil.copy(src / "iter_2.pth", work / "iter_2.pth")
+    configs.mkdir(exist_ok=True)
+    config = _dump(cfg, configs / "run.py")
+    (work / "run.py").write_text("# the training run's dump\ntrain_cfg = dict(max_iters=2)\n")
+    return config, str(work / "iter_2.pth")
+
+
+def test_testing_with_the_default_work_dir_leaves_the_training_run_alone(lisa_run, tmp_path, monkeypatch, capsys):
+    from reseg.tools import test as test_tool
+
+    monkeypatch.chdir(tmp_path)
+    work = tmp_path / "work_dirs" / "run"  # tools/test.py's default work dir of configs named run.py
+    config, ckpt = _training_dir(lisa_run, work, tmp_path / "configs")
+    before = sorted(p.name for p in work.iterdir())
+    assert test_tool.main([config, ckpt]) == 0
+    out = capsys.readouterr().out
+    assert (work / "run.py").read_text() == "# the training run's dump\ntrain_cfg = dict(max_iters=2)\n"
+    added = sorted({p.name for p in work.iterdir()} - set(before))
+    assert len(added) == 1 and added[0].startswith("test_"), added
+    log = work / added[0] / f"{added[0]}.log"
+    assert (work / added[0] / "vis_data" / "config.py").is_file()  # the config that was tested
+    # item 10: the environment and config go to the log file, the console names it
+    assert "System environment" in log.read_text() and "Config:" in log.read_text()
+    assert "System environment" not in out and "Hooks will be executed" not in out, out[:2000]
+    assert f"environment, config and hooks of this run: {log}" in out
+    assert sorted(p.name for p in (tmp_path / "work_dirs").iterdir()) == ["run"]  # nothing beside it
+
+
+def test_a_test_that_fails_before_testing_leaves_no_folder(lisa_run, tmp_path, capsys):
+    from reseg.tools import test as test_tool
+
+    work = tmp_path / "work"
+    config, ckpt = _training_dir(lisa_run, work, tmp_path / "configs")
+    bad = tmp_path / "cut.pth"
+    bad.write_bytes(Path(ckpt).read_bytes()[:5000])
+    with pytest.raises(SystemExit, match=r"error: .*cut\.pth.*corrupt or truncated"):
+        test_tool.main([config, str(bad), "--work-dir", str(work)])
+    assert sorted(p.name for p in work.iterdir()) == ["iter_2.pth", "run.py"]
+    out = capsys.readouterr().out
+    assert "System environment" not in out and len(out.splitlines()) < 10, out[:3000]

@@ -24,7 +24,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Evaluate a reseg checkpoint")
     p.add_argument("config")
     p.add_argument("checkpoint")
-    p.add_argument("--work-dir", help="where the test log goes (default work_dirs/<config name>)")
+    p.add_argument("--work-dir", help="where the test log goes (default work_dirs/<config name>): a folder "
+                   "test_<timestamp>; the training run's files there are left alone")
     p.add_argument("--out-metrics", help="write the metrics as JSON to this file")
     p.add_argument("--show-dir", help="save overlay PNGs (image | ground truth | prediction) here")
     p.add_argument("--max-vis", type=int, default=8, help="how many overlays --show-dir saves")
@@ -119,15 +120,18 @@ def main(argv=None) -> int:
     from mmengine.model import is_model_wrapper
 
     from reseg.engine.checkpoint import describe_model_differences, load_model_weights
+    from reseg.engine.runner import remove_test_log
 
     try:
         report = load_model_weights(runner.model.module if is_model_wrapper(runner.model) else runner.model,
                                     args.checkpoint, model_cfg=cfg.model)
     except (ValueError, RuntimeError) as err:
+        remove_test_log(runner)  # nothing was tested: no log folder is left behind
         sys.exit(f"error: {err}")
     if report["model_differences"]:  # another head's weights can fit the keys exactly (LISA's and READ's do)
         msg = describe_model_differences(args.checkpoint, report["model_differences"])
         if args.strict_meta:
+            remove_test_log(runner)
             sys.exit(f"error: {msg} (--strict-meta)")
         print(f"warning: {msg}; the scores below are of the config's model with these weights "
               "(--strict-meta refuses)", file=sys.stderr, flush=True)
