@@ -44,7 +44,7 @@ import re
 import sys
 from typing import Any, Optional
 
-from mmengine.config import DictAction
+from reseg.cfg_options import KeyValueAction
 
 RESULTS = "results.jsonl"
 
@@ -69,7 +69,7 @@ def parse_args(argv=None):
                    help="auto (default): bf16 autocast on CUDA, fp32 on CPU; bf16 also works on CPU")
     p.add_argument("--no-overlay", action="store_true", help="write only the masks and results.jsonl")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty results.jsonl")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None)
+    p.add_argument("--cfg-options", nargs="+", action=KeyValueAction, default=None)
     args = p.parse_args(argv)
     if args.image is not None and not args.query:
         p.error("--image needs --query")
@@ -269,10 +269,10 @@ def _run(args, jobs: list[dict], seg, generate: Optional[bool], partial: str, pr
     import cv2
 
     from reseg.api import as_rgb_image
-    from reseg.models.lmm import ContextLengthError
     from reseg.engine.visualization import result_panel
-    from reseg.masks.rle import encode_rle
     from reseg.fileio import atomic_write_bytes
+    from reseg.masks.rle import encode_rle
+    from reseg.models.lmm import ContextLengthError
 
     written = 0
     with open(partial, "w", encoding="utf-8") as out:

@@ -17,7 +17,9 @@ import json
 import os
 import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
+
+from reseg.cfg_options import KeyValueAction
 
 
 def parse_args(argv=None):
@@ -41,7 +43,7 @@ def parse_args(argv=None):
     p.add_argument("--strict-meta", action="store_true",
                    help="refuse a checkpoint whose recorded model (head, backbone, mask source types) differs "
                         "from the config's; without it that is a warning")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None)
+    p.add_argument("--cfg-options", nargs="+", action=KeyValueAction, default=None)
     p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     return p.parse_args(argv)
 
@@ -117,6 +119,8 @@ def main(argv=None) -> int:
         runner = build_runner(cfg, work_dir=work_dir, launcher=args.launcher, training=False)
     except ConfigRefused as err:
         sys.exit("\n".join(f"error: {args.config}: {line}" for line in str(err).splitlines()))
+    except FileNotFoundError as err:  # weights the config names (the message names the key and the file)
+        sys.exit(f"error: {args.config}: {err}")
     from mmengine.model import is_model_wrapper
 
     from reseg.engine.checkpoint import describe_model_differences, load_model_weights
@@ -135,7 +139,11 @@ def main(argv=None) -> int:
             sys.exit(f"error: {msg} (--strict-meta)")
         print(f"warning: {msg}; the scores below are of the config's model with these weights "
               "(--strict-meta refuses)", file=sys.stderr, flush=True)
-    metrics = runner.test()
+    try:
+        metrics = runner.test()
+    except FileNotFoundError as err:  # a data file the datasets read (the message names it)
+        remove_test_log(runner)
+        sys.exit(f"error: {args.config}: {err}")
     metrics = {k: (float(v) if hasattr(v, "__float__") and not isinstance(v, int) else v) for k, v in metrics.items()}
     from reseg.evaluation import evaluator_conventions
 
