@@ -180,3 +180,23 @@ def test_doc_commands_run_in_a_fresh_clone_after_make_demo(tmp_path):
     """The done-means of a newcomer's first day: clone, ``make demo``, then every runnable command of
     README.md and docs/ as written (hours on 2 CPU cores: the benchmark recipes train several models)."""
     assert dc.fresh_clone(tmp_path / "clone", [], timeout=3600) == 0
+
+
+def test_the_docs_stand_alone():
+    """Issue 29.13: every relative link of README.md and docs/ reaches a file of the repository, and no
+    page sends the reader to the design notes, which are not part of it (docs/references.md says what
+    the cited notes cover)."""
+    import re
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    broken, outside = [], []
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            path = target.split("#")[0]
+            if path and not re.match(r"[a-z]+:", path) and not (page.parent / path).exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+        for needle in ("DESIGN.md", "specs/", "/work/shared"):
+            if needle in text:
+                outside.append(f"{page.relative_to(ROOT)}: {needle}")
+    assert len(pages) > 15 and broken == [] and outside == []
