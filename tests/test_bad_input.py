@@ -544,3 +544,10 @@ def test_bad_input(case, expected, exc, words, synth_root, tmp_path, monkeypatch
     for w in words:
         w = w.replace("{file}", image_file.name).replace("{instances}", str(ctx.instances))
         assert w in msg, f"{case.__name__}: {w!r} not in the message:\n{msg}"
+
+
+def test_troubleshooting_lists_every_case():
+    """docs/troubleshooting.md has a row naming each case of the table (its function name, in backticks)."""
+    text = (ROOT / "docs" / "troubleshooting.md").read_text(encoding="utf-8")
+    missing = [c[0].__name__ for c in CASES if f"`{c[0].__name__}`" not in text]
+    assert missing == []
