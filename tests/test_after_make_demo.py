@@ -132,3 +132,41 @@ def test_a_missing_tiny_part_names_the_make_target(tmp_path, monkeypatch):
     assert str(tmp_path / "data" / "tiny_models" / "vision_tiny.pth") in msg and "`make pretrain-demo`" in msg, msg
     assert "model.lmm.tiny.vision_checkpoint" in msg and "sam_vit_h" not in msg
     assert not (tmp_path / "data" / "tiny_models" / "tokenizer").exists()  # nothing written before the check
+
+
+def _two_iterations(text: str) -> str:
+    """A documented ``tools/train.py`` command at 2 iterations (its ``--cfg-options`` extended), or a
+    documented ``tools/test.py`` command of the 500-iteration checkpoint on the 2-iteration one."""
+    if "tools/train.py" in text:
+        return text + (" train_cfg.max_iters=2" if "--cfg-options" in text else " --cfg-options train_cfg.max_iters=2")
+    return text.replace("/iter_500.pth", "/iter_2.pth")
+
+
+@pytest.mark.slow  # `make demo` in a fresh clone: its own venv, pretraining and demo training (~1 h on 2 cores)
+def test_a_fresh_clone_after_make_demo_runs_the_documented_examples(tmp_path):
+    """Issue 29's blocker as a new user meets it: ``git clone``, ``make demo``, nothing else; then the
+    own-data example (docs/own_data.md's three steps) and the tiny READ and AnchorSeg trainings of
+    their method pages run as written (trainings at 2 iterations), and a tiny RAS training of 2
+    iterations. Run it with ``make test-slow`` or ``pytest -m slow tests/test_after_make_demo.py -k fresh``;
+    it clones HEAD, so commit first."""
+    import doc_commands as dc
+
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    env = {k: v for k, v in _env(clone).items() if k != "RESEG_ROOT"}  # the clone is found as a checkout
+    done = subprocess.run(["make", "demo"], cwd=clone, env=env, capture_output=True, text=True, timeout=4 * 3600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    activate = f"source {clone / '.venv' / 'bin' / 'activate'} && "
+    quick_start = [s for s in dc.extract(clone / "docs" / "own_data.md", clone) if s.kind == "runnable"][:3]
+    pages = [clone / "docs" / "methods" / page for page in ("read.md", "anchorseg.md")]
+    method_runs = [s for page in pages for s in dc.extract(page, clone)
+                   if s.kind == "runnable" and "_tiny_synthref.py" in s.text]
+    assert [s.text.split()[1] for s in quick_start] == ["tools/convert_own_data.py", "tools/train.py", "tools/test.py"]
+    assert len(method_runs) == 4, [s.where for s in method_runs]  # train and test of each
+    for step in [*quick_start, *method_runs]:
+        _run(["bash", "-e", "-o", "pipefail", "-c", activate + _two_iterations(step.text)], clone, clone, timeout=1800)
+    for work in ("lisa_tiny_own-data", "read_tiny_synthref", "anchorseg_tiny_synthref"):
+        assert (clone / "work_dirs" / work / "iter_2.pth").is_file(), work
+    _run(["bash", "-c", activate + "python tools/train.py configs/ras/ras_tiny_synthref-ores.py --cfg-options "
+          "train_cfg.max_iters=2"], clone, clone, timeout=1800)
+    assert (clone / "work_dirs" / "ras_tiny_synthref-ores" / "iter_2.pth").is_file()
