@@ -83,6 +83,10 @@ def init_cpu_distributed(cfg: Config) -> None:
                                 world_size=int(os.environ["WORLD_SIZE"]))
 
 
+#: The console handlers quieted while a runner is constructed, with their levels (restore_console).
+_QUIETED: list = []
+
+
 class _RunnerMixin:
     """What reseg's runners change in mmengine's: see the module docstring."""
 
@@ -90,10 +94,11 @@ class _RunnerMixin:
 
     def _log_env(self, *args, **kwargs) -> None:
         # From here to the end of construction (environment, config, hook order) the console is quiet;
-        # build_runner restores it and names the log file.
-        self.reseg_quieted = [(h, h.level) for h in self.logger.handlers if type(h) is logging.StreamHandler]
-        for handler, level in self.reseg_quieted:
-            handler.setLevel(max(level, logging.WARNING))
+        # build_runner restores it (also when construction fails) and names the log file.
+        for handler in self.logger.handlers:
+            if type(handler) is logging.StreamHandler:
+                _QUIETED.append((handler, handler.level))
+                handler.setLevel(max(handler.level, logging.WARNING))
         super()._log_env(*args, **kwargs)
 
     def setup_env(self, *args, **kwargs) -> None:
@@ -110,10 +115,14 @@ def _reseg_runner(base: type, test_only: bool) -> type:
     return type(f"Reseg{base.__name__}", (_RunnerMixin, base), {"reseg_test_only": test_only})
 
 
-def restore_console(runner) -> None:
-    """Undo the quiet console of construction and say where the environment and config went."""
-    for handler, level in getattr(runner, "reseg_quieted", []):
+def restore_console(runner=None) -> None:
+    """Undo the quiet console of construction and, given the runner, say where the environment and
+    config went."""
+    while _QUIETED:
+        handler, level = _QUIETED.pop()
         handler.setLevel(level)
+    if runner is None:
+        return
     log_file = next((h.baseFilename for h in runner.logger.handlers if isinstance(h, logging.FileHandler)), None)
     if log_file:
         runner.logger.info(f"environment, config and hooks of this run: {log_file}")
@@ -184,11 +193,16 @@ def build_runner(cfg: Config, work_dir: Optional[str] = None, resume: bool | str
         from mmengine.runner import FlexibleRunner
 
         import_strategies()
-        runner = _reseg_runner(FlexibleRunner, not training).from_cfg(cfg)
+        base = FlexibleRunner
     else:
         if launcher == "pytorch" and not torch.cuda.is_available():
             init_cpu_distributed(cfg)
-        runner = _reseg_runner(Runner, not training).from_cfg(cfg)
+        base = Runner
+    try:
+        runner = _reseg_runner(base, not training).from_cfg(cfg)
+    except BaseException:
+        restore_console()  # the error that follows is not hidden
+        raise
     restore_console(runner)
     return runner
 
