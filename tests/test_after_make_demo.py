@@ -73,7 +73,8 @@ def test_the_own_data_example_runs_as_documented(demo_root):
     assert (demo_root / "work_dirs" / "own_smoke" / "iter_2.pth").is_file()
 
 
-@pytest.mark.parametrize("config", ["configs/read/read_tiny_synthref.py", "configs/anchorseg/anchorseg_tiny_synthref.py",
+@pytest.mark.parametrize("config", ["configs/read/read_tiny_synthref.py",
+                                    "configs/anchorseg/anchorseg_tiny_synthref.py",
                                     "configs/ras/ras_tiny_synthref-ores.py"])
 def test_a_tiny_method_trains_two_iterations(demo_root, config):
     name = Path(config).stem

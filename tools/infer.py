@@ -42,7 +42,7 @@ import json
 import os
 import re
 import sys
-from typing import Any, Optional
+from typing import Any
 
 from reseg.cfg_options import KeyValueAction
 
@@ -84,7 +84,7 @@ class InputError(ValueError):
     """A bad --input line; the message names the file, the line and the field."""
 
 
-def _resolve_image(path: str, base_dir: str) -> Optional[str]:
+def _resolve_image(path: str, base_dir: str) -> str | None:
     if os.path.isfile(path):
         return path
     if not os.path.isabs(path):
@@ -248,7 +248,7 @@ def _previous_outputs(results_path: str) -> set[str]:
     return found
 
 
-def _segment(seg, chunk: list[dict], images: list, generate: Optional[bool]) -> list:
+def _segment(seg, chunk: list[dict], images: list, generate: bool | None) -> list:
     """The results of ``chunk`` (one list per job): one forward, or one per ``is_sentence`` choice when
     the lines set it differently."""
     per_image: list = [None] * len(chunk)
@@ -261,7 +261,7 @@ def _segment(seg, chunk: list[dict], images: list, generate: Optional[bool]) -> 
     return per_image
 
 
-def _run(args, jobs: list[dict], seg, generate: Optional[bool], partial: str, progress: _Progress,
+def _run(args, jobs: list[dict], seg, generate: bool | None, partial: str, progress: _Progress,
          skipped: list[str]) -> int:
     """Segment every job, write the PNGs and the result lines (into ``partial``); the number of lines.
     A job whose conversation exceeds the model's context is reported, appended to ``skipped`` and left

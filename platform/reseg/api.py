@@ -435,9 +435,7 @@ def load_model(config: Any, checkpoint: Optional[str] = None, device: Any = None
     with DefaultScope.overwrite_default_scope(SCOPE):
         model = MODELS.build(copy.deepcopy(cfg.model))
     if checkpoint is not None:
-        from reseg.engine.checkpoint import load_model_weights
-
-        from reseg.engine.checkpoint import describe_model_differences
+        from reseg.engine.checkpoint import describe_model_differences, load_model_weights
 
         report = load_model_weights(model, str(checkpoint), strict=True, model_cfg=cfg.model)
         if report["model_differences"]:  # another head's weights can fit the keys exactly

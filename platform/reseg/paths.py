@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional, Union
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 #: The environment variable that sets the folder a config's relative paths are relative to.
 ROOT_ENV = "RESEG_ROOT"
@@ -65,7 +64,7 @@ def resolve_path(path: PathLike) -> Path:
     return p if p.is_absolute() else reseg_root() / p
 
 
-def resolve_optional(path: Optional[PathLike]) -> Optional[Path]:
+def resolve_optional(path: PathLike | None) -> Path | None:
     """:func:`resolve_path`, passing None through (an optional checkpoint left unset)."""
     return None if path is None else resolve_path(path)
 

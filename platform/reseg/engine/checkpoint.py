@@ -14,7 +14,8 @@ import os
 import pickle
 import re
 import shutil
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -143,13 +144,13 @@ class AtomicLocalBackend(LocalBackend):
 register_backend(ATOMIC_BACKEND, AtomicLocalBackend, force=True)
 
 
-def checkpoint_step(path: str) -> Optional[int]:
+def checkpoint_step(path: str) -> int | None:
     """The iteration/epoch of an ``iter_N.pth`` / ``epoch_N.pth`` file name, else None."""
     m = _STEP.match(os.path.basename(path))
     return int(m.group(1)) if m else None
 
 
-def latest_checkpoint(work_dir: str) -> Optional[str]:
+def latest_checkpoint(work_dir: str) -> str | None:
     """The checkpoint ``--resume`` continues from: the newest complete one in ``work_dir``.
 
     Checkpoints are written atomically (:class:`SafeCheckpointHook`), so every ``iter_N.pth`` present
@@ -188,8 +189,8 @@ class SafeCheckpointHook(CheckpointHook):
     ``reseg.engine.runner`` puts it in place of ``CheckpointHook`` in every config.
     """
 
-    def __init__(self, *args, max_keep_ckpts: int = -1, backend_args: Optional[dict] = None,
-                 out_dir: Optional[str] = None, **kwargs) -> None:
+    def __init__(self, *args, max_keep_ckpts: int = -1, backend_args: dict | None = None,
+                 out_dir: str | None = None, **kwargs) -> None:
         local = out_dir is None or "://" not in str(out_dir)
         if backend_args is None and local and not kwargs.get("file_client_args"):
             backend_args = dict(backend=ATOMIC_BACKEND)
@@ -228,7 +229,7 @@ def _literal(node: ast.AST) -> Any:
     return None
 
 
-def recorded_model(cfg_text: Any) -> Optional[dict]:
+def recorded_model(cfg_text: Any) -> dict | None:
     """The ``model`` dict of the config a checkpoint records (mmengine's ``meta['cfg']``, the config's
     text), read with :mod:`ast` without running it; None when there is none."""
     if not isinstance(cfg_text, str):
@@ -267,7 +268,7 @@ def model_differences(recorded: Mapping[str, str], expected: Mapping[str, str]) 
 
 
 # ---------------------------------------------------------------------------- model weights
-def read_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], Optional[dict[str, str]]]:
+def read_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
     """``(state dict, model types)`` of a reseg/mmengine checkpoint (``.pth``, read with
     ``weights_only=True``) or a ``.safetensors`` file (tensors only by construction). The model types
     (:func:`model_types`) are those of the config the checkpoint records, or None when it records none."""
@@ -303,7 +304,7 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
 
 
 def load_model_weights(model: torch.nn.Module, path: str, strict: bool = True,
-                       model_cfg: Optional[Mapping] = None) -> dict[str, list[str]]:
+                       model_cfg: Mapping | None = None) -> dict[str, list[str]]:
     """Load ``path`` into ``model``; a checkpoint of another architecture is an error naming the keys.
 
     ``strict=False`` loads the keys whose names and shapes match and returns the rest
@@ -341,7 +342,7 @@ def describe_model_differences(path: str, differences: Sequence[str]) -> str:
             + "; ".join(differences))
 
 
-def save_model_weights(state_dict_or_model: Any, path: str, types: Optional[Mapping[str, str]] = None) -> str:
+def save_model_weights(state_dict_or_model: Any, path: str, types: Mapping[str, str] | None = None) -> str:
     """Write model weights as ``.safetensors`` (tensors only, loadable without any unpickling).
 
     Shared storage (tied weights) is written once per tensor as a contiguous copy. ``types``
