@@ -135,3 +135,16 @@ def test_a_test_that_fails_before_testing_leaves_no_folder(lisa_run, tmp_path, c
     assert sorted(p.name for p in work.iterdir()) == ["iter_2.pth", "run.py"]
     out = capsys.readouterr().out
     assert "System environment" not in out and len(out.splitlines()) < 10, out[:3000]
+
+
+def test_two_tests_in_one_second_get_their_own_log_folders(tmp_path):
+    """mmengine names its logger and visualizer after the timestamp: a second test run in the same second
+    (a refused checkpoint, then another) must not reuse the first one's (removed) folder."""
+    from reseg.engine.runner import _test_stamp
+
+    first = _test_stamp("20990101_000000", str(tmp_path), True)
+    second = _test_stamp("20990101_000000", str(tmp_path), True)
+    assert (first, second) == ("test_20990101_000000", "test_20990101_000000_2")
+    (tmp_path / "test_20990101_000001").mkdir()  # another process's test of that second
+    assert _test_stamp("20990101_000001", str(tmp_path), True) == "test_20990101_000001_2"
+    assert _test_stamp("20990101_000002", str(tmp_path), False) == "test_20990101_000002"

@@ -85,6 +85,20 @@ def init_cpu_distributed(cfg: Config) -> None:
 
 #: The console handlers quieted while a runner is constructed, with their levels (restore_console).
 _QUIETED: list = []
+#: The test log folder names this process used: a second test in the same second gets its own folder
+#: (and its own mmengine logger and visualizer, which are named after it).
+_TEST_STAMPS: set = set()
+
+
+def _test_stamp(timestamp: str, work_dir: str, check_disk: bool) -> str:
+    """``test_<timestamp>``, with ``_2``, ``_3`` ... when this process (or, in a single-process run, a
+    folder of the work dir) already has that name."""
+    stamp, n = f"test_{timestamp}", 1
+    while stamp in _TEST_STAMPS or (check_disk and os.path.exists(os.path.join(work_dir, stamp))):
+        n += 1
+        stamp = f"test_{timestamp}_{n}"
+    _TEST_STAMPS.add(stamp)
+    return stamp
 
 
 class _RunnerMixin:
@@ -104,7 +118,7 @@ class _RunnerMixin:
     def setup_env(self, *args, **kwargs) -> None:
         super().setup_env(*args, **kwargs)
         if self.reseg_test_only:  # the log folder of a test is told apart from a training run's
-            self._timestamp = f"test_{self._timestamp}"
+            self._timestamp = _test_stamp(self._timestamp, self._work_dir, self._world_size == 1)
 
     def dump_config(self) -> None:
         if not self.reseg_test_only:  # <work_dir>/<config name>.py is the training run's config
