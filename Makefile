@@ -11,18 +11,38 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: venv data pretrain pretrain-demo pools demo test test-slow test-mmdet clean-demo
+.PHONY: venv data pretrain pretrain-demo pools demo test test-slow test-mmdet lint lock clean-demo
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+# setup.cfg declares the version ranges reseg works with; LOCK pins the exact set the tests ran with, so the
+# two commands install the same versions everywhere (`make lock` rewrites it from the venv).
+LOCK    ?= constraints.txt
+PIP     := $(VPY) -m pip install -q -c $(LOCK)
+
+$(VENV)/.installed: setup.cfg pyproject.toml $(LOCK)
 	test -x $(VPY) || $(PY) -m venv $(VENV)
-	$(VPY) -m pip install -q "setuptools<82" wheel
-	$(VPY) -m pip install -q -e .
+	$(PIP) "setuptools<82" wheel
+	$(PIP) -e .
 	touch $@
 
 # The test extra (pytest, deepspeed for the strategy configs) only for `make test`: the demo skips it.
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(VPY) -m pip install -q -e ".[test]"
+	$(PIP) -e ".[test]"
 	touch $@
+
+# ruff alone (its version from LOCK, its rules in pyproject.toml): linting needs nothing else installed.
+$(VENV)/.installed-lint: $(LOCK)
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(PIP) ruff
+	touch $@
+
+lint: $(VENV)/.installed-lint
+	$(VENV)/bin/ruff check .
+
+# After upgrading a package on purpose in a fresh venv (and running make test there): write its versions
+# into LOCK.
+lock: $(VENV)/.installed-test $(VENV)/.installed-lint
+	{ grep '^#' $(LOCK); $(VPY) -m pip freeze --all --exclude-editable --exclude pip | grep -v '^#'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
 
 venv: $(VENV)/.installed
 
@@ -44,11 +64,13 @@ $(POOLS)/grefcoco_%.jsonl: | pretrain
 	$(VPY) tools/make_pools.py $(AMG) --dataset-config configs/ras/ras_tiny_synthref-gres.py --split $* --out $@
 pools: $(POOLS)/synthref_train.jsonl $(POOLS)/synthref_val.jsonl $(POOLS)/grefcoco_train.jsonl $(POOLS)/grefcoco_val.jsonl
 
-# What the demo config loads from data/tiny_models: the pre-trained vision tower, and SAM at 128 px
-# pre-trained with point, box and attribute prompts (DEMO_SAM, ~2 min; configs/lisa/lisa_tiny-sam128_synthref.py
-# says why). `make demo CONFIG=configs/lisa/lisa_tiny_synthref.py DEMO_PARTS=vision,sam DEMO_SAM=` for the
-# older point-pre-trained 256 px SAM instead. Existing files are kept.
-DEMO_PARTS ?= vision
+# The tiny parts every tiny config loads from data/tiny_models: the pre-trained vision tower and the
+# point-pre-trained 256 px SAM (DEMO_PARTS: what `make pretrain` writes; the base tiny configs, READ,
+# AnchorSeg and `make pools` use this SAM), and the demo config's SAM at 128 px pre-trained with point, box
+# and attribute prompts (DEMO_SAM; configs/lisa/lisa_tiny-sam128_synthref.py says why). So every tiny config
+# runs straight after `make demo`. `make demo CONFIG=configs/lisa/lisa_tiny_synthref.py DEMO_SAM=` skips the
+# 128 px SAM. Existing files are kept.
+DEMO_PARTS ?= vision,sam
 DEMO_SAM   ?= data/tiny_models/sam128_attr/sam_tiny.pth
 $(DEMO_SAM): | data
 	$(VPY) tools/research/pretrain_tiny.py --data $(DATA) --config configs/lisa/lisa_tiny-rsam128_synthref.py --parts sam \

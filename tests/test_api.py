@@ -242,7 +242,8 @@ def test_infer_cli_on_jsonl_and_overwrite(lisa, monkeypatch):
 
 
 @pytest.mark.parametrize("line, message", [
-    ('{"image": "a.png", "query": "x"', r"line 2: not valid JSON"),
+    ('{"image": "a.png", "query": "x"', r"line 2: not valid JSON \(Expecting ',' delimiter at the end of the line\)"),
+    ('{"image": "a.png", "query": x}', r"line 2: not valid JSON \(Expecting value at column 29\)"),
     ('{"query": "x"}', r"line 2: field 'image' must be an image path"),
     ('{"image": "missing.png", "query": "x"}', r"line 2: field 'image': file not found: 'missing.png'"),
     ('{"image": "a.png"}', r"line 2: give exactly one of the fields 'query'"),
@@ -268,3 +269,54 @@ def test_infer_cli_names_the_line_of_a_corrupt_image_and_leaves_no_results(lisa,
     with pytest.raises(SystemExit, match=r"corrupt\.jsonl, line 1, field 'image': .*corrupt\.png"):
         run_script("tools/infer.py", [lisa["cfg"], lisa["ckpt"], "--input", str(jsonl), "--out-dir", str(out)])
     assert not (out / "results.jsonl").exists() and not (out / "results.jsonl.partial").exists()
+
+
+@pytest.mark.parametrize("batch_size", ["1", "2"])
+def test_infer_cli_skips_and_reports_a_line_too_long_for_the_model_and_goes_on(lisa, monkeypatch, capsys, batch_size):
+    monkeypatch.chdir(lisa["tmp"])
+    jsonl = lisa["tmp"] / "long.jsonl"
+    long_query = " ".join(["red"] * 2500)  # 10,000 characters: past the tiny model's max_length of 2048 tokens
+    jsonl.write_text("".join(json.dumps(x) + "\n" for x in (
+        {"image": "a.png", "query": "the red square"}, {"image": "b.png", "query": long_query},
+        {"image": "b.png", "query": "the dog"})))
+    out = lisa["tmp"] / f"long_out{batch_size}"
+    code = run_script("tools/infer.py", [lisa["cfg"], lisa["ckpt"], "--input", str(jsonl), "--out-dir", str(out),
+                                         "--batch-size", batch_size])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "long.jsonl, line 2: skipped: conversation is" in err and "max_length=2048 (model.lmm.max_length)" in err
+    assert "1 of 3 lines skipped" in err and "Traceback" not in err
+    lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert [(x["input_line"], x["query"]) for x in lines] == [(1, "the red square"), (3, "the dog")]
+
+
+def test_exists_is_false_exactly_when_the_mask_is_empty(lisa, monkeypatch):
+    """LISA never rejects a query (its prediction's flag is always True): an empty mask is reported as
+    ``exists: False``, never ``exists: True`` with no pixel."""
+    seg = lisa["seg"]
+    img = lisa["images"][0][1]
+    r = seg.segment(img, "the red square")
+    assert r.mask.any() and r.exists and r.prediction.exists
+    monkeypatch.setattr(seg, "threshold", 1e9)  # no logit passes: an empty mask
+    r = seg.segment(img, "the red square")
+    assert not r.mask.any() and r.exists is False and r.prediction.exists  # the head's own flag is kept
+    assert r.to_dict()["exists"] is False and r.to_dict()["area"] == 0
+
+
+def test_a_transparent_background_is_composited_on_white(tmp_path):
+    from reseg.api import as_rgb_image
+    from reseg.datasets.io import read_image_rgb
+
+    rgba = np.zeros((20, 30, 4), np.uint8)  # transparent black, as image editors store it
+    rgba[5:10, 5:15] = (200, 30, 30, 255)   # an opaque red object
+    rgba[12:15, 20:25] = (0, 0, 200, 128)   # half transparent blue
+    path = tmp_path / "cutout.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    with Image.open(path) as pil:
+        by_pil = as_rgb_image(pil)
+    for got in (as_rgb_image(str(path)), by_pil):
+        assert got.shape == (20, 30, 3) and got.dtype == np.uint8
+        assert (got[0, 0] == 255).all() and (got[19, 29] == 255).all()      # transparent: white, not black
+        assert tuple(got[7, 7]) == (200, 30, 30)                             # opaque: unchanged
+        assert tuple(got[13, 22]) == (127, 127, 227)                         # half: blended with white
+    assert (read_image_rgb(path)[0, 0] == 0).all()  # the datasets read as LISA does (alpha dropped)

@@ -314,6 +314,159 @@ def checkpoint_that_runs_code(ctx):
         assert not marker.exists()
 
 
+def truncated_checkpoint(ctx):
+    """A checkpoint cut short is "corrupt or truncated", not a security refusal (kept for real pickles)."""
+    from reseg.engine.checkpoint import load_model_weights
+
+    model = ctx.tiny_model()
+    path = ctx.tmp / "cut.pth"
+    torch.save({"state_dict": model.state_dict()}, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(RuntimeError) as err:
+        load_model_weights(model, str(path))
+    assert "refusing" not in str(err.value) and "plain tensor" not in str(err.value)
+    raise err.value
+
+
+# -- the run's command line and config (issue 29: each used to end in a traceback or a silent surprise)
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CONFIG = ROOT / "configs" / "lisa" / "lisa_tiny_synthref.py"
+
+
+def _tiny_config(ctx, **options):
+    """The tiny LISA config reading the context's data, with ``--cfg-options`` applied."""
+    from mmengine.config import Config
+
+    from reseg.cfg_options import merge_cfg_options
+
+    cfg = Config.fromfile(str(TINY_CONFIG))
+    merge_cfg_options(cfg, {"data_root": str(ctx.root), **options})
+    return cfg
+
+
+def _argparse_error(parse, argv):
+    """Run an argument parser; its one-line error (argparse prints it to stderr and exits) as a ValueError."""
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit):
+        parse(argv)
+    raise ValueError(err.getvalue().strip().splitlines()[-1])
+
+
+def unknown_training_loop_key(ctx):
+    from reseg.engine.config_check import check_run_config
+
+    check_run_config(_tiny_config(ctx, **{"train_cfg.max_iter": 3}))
+
+
+def unknown_test_loop_key(ctx):
+    from reseg.engine.config_check import check_run_config
+
+    check_run_config(_tiny_config(ctx, **{"test_cfg.max_iters": 3}), training=False)
+
+
+def cfg_option_without_equals(ctx):
+    from reseg.tools.train import parse_args
+
+    _argparse_error(parse_args, [str(TINY_CONFIG), "--cfg-options", "train_cfg.max_iters", "3"])
+
+
+def cfg_option_without_a_key(ctx):
+    from reseg.tools.test import parse_args
+
+    _argparse_error(parse_args, [str(TINY_CONFIG), "x.pth", "--cfg-options", "=3"])
+
+
+def missing_dataset_folder(ctx):
+    from reseg.engine.config_check import check_run_config
+
+    cfg = _tiny_config(ctx)
+    shutil.rmtree(ctx.root / "reason_seg")
+    check_run_config(cfg)
+
+
+def missing_tiny_part(ctx, monkeypatch):
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    from reseg.registry import MODELS, SCOPE
+
+    monkeypatch.setenv("RESEG_ROOT", str(ctx.tmp))  # a clone where `make demo` has not run
+    cfg = Config.fromfile(str(TINY_CONFIG))
+    with DefaultScope.overwrite_default_scope(SCOPE):
+        MODELS.build(cfg.model)
+
+
+def resume_from_a_missing_checkpoint(ctx):
+    from reseg.engine.runner import build_runner
+
+    build_runner(_tiny_config(ctx), work_dir=str(ctx.tmp / "work"), resume=str(ctx.tmp / "nope.pth"))
+
+
+def unknown_strategy(ctx):
+    from reseg.tools.train import apply_strategy
+
+    apply_strategy(_tiny_config(ctx), "zero9")
+
+
+def work_dir_with_checkpoints_without_resume(ctx):
+    from reseg.tools import train as train_tool
+
+    work = ctx.tmp / "run"
+    work.mkdir()
+    (work / "iter_20.pth").write_bytes(b"")
+    train_tool.main([str(TINY_CONFIG), "--work-dir", str(work)])
+
+
+def existing_prediction_dump(ctx):
+    from reseg.tools import test as test_tool
+
+    (ctx.tmp / "preds.jsonl").write_text("{}\n")
+    (ctx.tmp / "model.pth").write_bytes(b"")
+    test_tool.main([str(TINY_CONFIG), str(ctx.tmp / "model.pth"), "--dump-predictions", str(ctx.tmp / "preds.jsonl")])
+
+
+def empty_checkpoint_file(ctx):
+    from reseg.engine.checkpoint import load_model_weights
+
+    path = ctx.tmp / "empty.pth"
+    path.write_bytes(b"")
+    load_model_weights(ctx.tiny_model(), str(path))
+
+
+def broken_json_line_in_an_input_file(ctx):
+    from reseg.fileio import iter_json_objects
+
+    path = ctx.tmp / "queries.jsonl"
+    path.write_text('{"image": "a.png", "query": "x"}\n{"image": "b.png", "query": "y"\n')
+    list(iter_json_objects(path, "an object with image and query"))
+
+
+def transparent_png_for_inference(ctx):
+    """A cut-out PNG (transparent background) reaches the model on white, as it looks in a viewer."""
+    from reseg.api import as_rgb_image
+
+    _, path, _ = ctx.first_image()
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[2:4, 2:4] = (10, 20, 30, 255)
+    png = path.with_suffix(".png")
+    Image.fromarray(rgba, "RGBA").save(png)
+    got = as_rgb_image(str(png))
+    assert (got[0, 0] == 255).all() and tuple(got[2, 2]) == (10, 20, 30)
+
+
+def non_image_upload_to_the_web_demo(ctx):
+    from reseg.demo import _read_image
+
+    try:
+        _read_image(b"%PDF-1.4 not an image", "image")
+    except ValueError as err:
+        assert "BytesIO" not in str(err) and " at 0x" not in str(err)
+        raise
+
+
 ERR, OK = "error", "ok"
 
 #: (case, expected, exception type, words the message must contain). "{file}" stands for the image
@@ -348,12 +501,33 @@ CASES = [
     (checkpoint_of_another_architecture, ERR, ValueError, ["other.pth", "missing keys", "unexpected keys",
                                                            "backbone.conv1.weight"]),
     (missing_checkpoint_path, ERR, FileNotFoundError, ["/nonexistent/sam_vit_b.pth", "model.mask_source.checkpoint"]),
-    (checkpoint_that_runs_code, ERR, RuntimeError, ["evil.pth", "refusing to load"]),
+    (checkpoint_that_runs_code, ERR, RuntimeError, ["evil.pth", "refusing to load", "Unsupported global"]),
+    (truncated_checkpoint, ERR, RuntimeError, ["cut.pth", "is corrupt or truncated", "bytes", "failed finding "
+                                               "central directory", "Copy or save it again"]),
+    (unknown_training_loop_key, ERR, ValueError, ["train_cfg.max_iter", "IterBasedTrainLoop takes no argument "
+                                                  "'max_iter'", "did you mean train_cfg.max_iters?"]),
+    (unknown_test_loop_key, ERR, ValueError, ["test_cfg.max_iters", "TestLoop takes no argument 'max_iters'"]),
+    (cfg_option_without_equals, ERR, ValueError, ["--cfg-options 'train_cfg.max_iters' has no '='", "KEY=VALUE",
+                                                  "did you mean train_cfg.max_iters=3?"]),
+    (cfg_option_without_a_key, ERR, ValueError, ["--cfg-options '=3' has no key before '='"]),
+    (missing_dataset_folder, ERR, ValueError, ["train_dataloader.dataset.datasets.1.data_root=", "reason_seg",
+                                               "no such folder", "data_root"]),
+    (missing_tiny_part, ERR, FileNotFoundError, ["vision_tiny.pth", "model.lmm.tiny.vision_checkpoint",
+                                                 "`make pretrain-demo`"]),
+    (resume_from_a_missing_checkpoint, ERR, FileNotFoundError, ["--resume", "nope.pth", "no such checkpoint"]),
+    (unknown_strategy, ERR, SystemExit, ["--strategy 'zero9'", "deepspeed_zero2"]),
+    (work_dir_with_checkpoints_without_resume, ERR, SystemExit, ["run", "iter_20.pth", "--resume"]),
+    (existing_prediction_dump, ERR, SystemExit, ["preds.jsonl", "exists", "--overwrite-dump"]),
+    (empty_checkpoint_file, ERR, RuntimeError, ["empty.pth", "corrupt or truncated"]),
+    (broken_json_line_in_an_input_file, ERR, ValueError, ["queries.jsonl, line 2", "not valid JSON",
+                                                          "at the end of the line"]),
+    (transparent_png_for_inference, OK, None, []),
+    (non_image_upload_to_the_web_demo, ERR, ValueError, ["field 'image'", "21 bytes uploaded", "PNG, JPEG"]),
 ]
 
 
-def test_the_table_has_at_least_25_cases():
-    assert len(CASES) >= 25 and len({c[0].__name__ for c in CASES}) == len(CASES)
+def test_the_table_has_at_least_40_cases():
+    assert len(CASES) >= 40 and len({c[0].__name__ for c in CASES}) == len(CASES)
 
 
 @pytest.mark.parametrize("case,expected,exc,words", CASES, ids=[c[0].__name__ for c in CASES])
@@ -370,3 +544,10 @@ def test_bad_input(case, expected, exc, words, synth_root, tmp_path, monkeypatch
     for w in words:
         w = w.replace("{file}", image_file.name).replace("{instances}", str(ctx.instances))
         assert w in msg, f"{case.__name__}: {w!r} not in the message:\n{msg}"
+
+
+def test_troubleshooting_lists_every_case():
+    """docs/troubleshooting.md has a row naming each case of the table (its function name, in backticks)."""
+    text = (ROOT / "docs" / "troubleshooting.md").read_text(encoding="utf-8")
+    missing = [c[0].__name__ for c in CASES if f"`{c[0].__name__}`" not in text]
+    assert missing == []

@@ -72,7 +72,7 @@ def test_real_lisa_schedule_counts_micro_batches(name):
 
 
 @pytest.mark.parametrize("suffix,stage,accum", [("ds-zero2", 2, 10), ("ds-zero3", 3, 10), ("1x24g", 2, 80)])
-def test_deepspeed_configs_build_with_lisas_optimiser_and_precision(suffix, stage, accum):
+def test_deepspeed_configs_build_with_lisas_optimiser_and_precision(suffix, stage, accum, tmp_path):
     """DeepSpeed cannot train here (no CUDA); its configs must build (docs/scaling.md) and run as written."""
     from mmengine.registry import STRATEGIES
 
@@ -85,7 +85,7 @@ def test_deepspeed_configs_build_with_lisas_optimiser_and_precision(suffix, stag
     assert cfg.runner_type == "FlexibleRunner" and cfg.precision == "bf16"
     assert dict(cfg.optim_wrapper) == dict(type="DeepSpeedOptimWrapper", optimizer=dict(
         type="AdamW", lr=3e-4, betas=(0.9, 0.95), weight_decay=0.0))
-    strategy = STRATEGIES.build(cfg.strategy)
+    strategy = STRATEGIES.build(dict(cfg.strategy, work_dir=str(tmp_path)))  # its log folder (default work_dirs/)
     ds = strategy.config
     assert type(strategy).__name__ == "DeepSpeedStrategy" and ds["zero_optimization"]["stage"] == stage
     # LISA's recipe (seg_token_family.md §1.4): bf16, clipping 1.0, 2 images x 10 accumulation steps
@@ -98,7 +98,7 @@ def test_deepspeed_configs_build_with_lisas_optimiser_and_precision(suffix, stag
         assert ds["zero_optimization"]["overlap_comm"] is True  # the rest of the ZeRO-2 preset is kept
 
 
-def test_fsdp_config_builds():
+def test_fsdp_config_builds(tmp_path):
     from mmengine.registry import STRATEGIES
 
     from reseg.engine.runner import import_strategies
@@ -107,7 +107,7 @@ def test_fsdp_config_builds():
     cfg = Config.fromfile(os.path.join(ROOT, "configs", "lisa", "lisa_llava15-7b_sam-vit-h_reasonseg_fsdp.py"))
     assert cfg.runner_type == "FlexibleRunner" and cfg.precision == "bf16"
     assert cfg.optim_wrapper.type == "AmpOptimWrapper" and cfg.optim_wrapper.dtype == "bfloat16"
-    assert type(STRATEGIES.build(cfg.strategy)).__name__ == "FSDPStrategy"
+    assert type(STRATEGIES.build(dict(cfg.strategy, work_dir=str(tmp_path)))).__name__ == "FSDPStrategy"
 
 
 def test_train_strategy_flag_merges_a_preset_into_any_config():

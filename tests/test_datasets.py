@@ -231,9 +231,10 @@ def test_refcoco_test_split_is_testA_plus_testB(synth_root, synth_config):
     assert len(refer(synth_root, "test", test_mode=True)) == counts["testA"] + counts["testB"]
 
 
-def test_refcoco_image_dir_relative_to_root_or_cwd(synth_root, monkeypatch):
+def test_refcoco_image_dir_relative_to_data_root_or_reseg_root(synth_root, monkeypatch, tmp_path):
     assert len(refer(synth_root, image_dir="images/synthref")) == len(refer(synth_root))
-    monkeypatch.chdir(synth_root.parent)
+    monkeypatch.setenv("RESEG_ROOT", str(synth_root.parent))  # a config's relative paths: under the reseg root
+    monkeypatch.chdir(tmp_path)  # not the current folder
     rel = Path(synth_root.name) / "refer_seg" / "images" / "synthref"  # config style: data_root + '/images/...'
     ds = RefCOCODataset(Path(synth_root.name) / "refer_seg", dataset="synthref", split="val", image_dir=rel)
     assert ds[0].image.ndim == 3

@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -100,6 +101,10 @@ def test_page_and_info(lisa):
     for element in ('id="image-input"', 'id="query"', 'id="submit"', 'id="result-overlay"', 'id="ref-canvas"'):
         assert element in page
     assert "http://" not in page and "https://" not in page  # nothing fetched from the internet
+    # no result caption before a result: the mask's figure (with its caption) is hidden until one arrives
+    figure = re.search(r'<figure id="result-mask-figure"[^>]*>.*?</figure>', page).group(0)
+    assert 'style="display:none"' in figure.split(">")[0] and "<figcaption>mask</figcaption>" in figure
+    assert page.count("<figcaption>") == 1 and '$("result-mask-figure").style.display = "block"' in page
     status, body, _ = lisa["server"].get("/api/info")
     info = json.loads(body)
     assert status == 200
@@ -142,7 +147,9 @@ def test_generate_flag_returns_the_generated_text(lisa):
     (dict(image="data:image/gif;base64,R0lG", query="x"), 400, "unsupported type 'image/gif'"),
     (dict(image="data:image/png;base64,@@@", query="x"), 400, "field 'image': the base64 data does not decode"),
     (dict(image="data:image/png;base64," + base64.b64encode(b"not a png").decode(), query="x"), 400,
-     "field 'image': not a readable image"),
+     "field 'image': the 9 bytes uploaded are not an image Pillow can read (expected a PNG, JPEG, BMP or WebP"),
+    (dict(image="data:image/png;base64," + base64.b64encode(base64.b64decode(_png_url(_scene())[22:])[:300]).decode(),
+          query="x"), 400, "field 'image': the image data is damaged or truncated"),
     (dict(image=_png_url(_scene()), query="  "), 400, "field 'query': expected a non-empty string"),
     (dict(image=_png_url(_scene()), query="x", generate="yes"), 400, "field 'generate'"),
     (dict(image=_png_url(_scene()), query="x", colour="red"), 400, "unknown field(s) ['colour']"),
@@ -153,7 +160,8 @@ def test_generate_flag_returns_the_generated_text(lisa):
 def test_bad_requests_name_the_field(lisa, body, status, message):
     got, out = lisa["server"].post("/api/segment", body)
     assert got == status
-    assert message in out["error"]
+    assert message in out["error"], out["error"]
+    assert "<_io." not in out["error"] and " object at 0x" not in out["error"]
 
 
 def test_a_body_that_is_not_json_or_too_large_is_refused(lisa, monkeypatch):

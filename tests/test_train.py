@@ -455,3 +455,24 @@ def test_benchmark_prefix_flops_counts_the_prefix_once_per_image(tmp_path):
     assert steps["unshared"] == llm["3"]["unshared"] + tower + sam
     assert steps["per_conversation"] == llm["3"]["unshared"] + 3 * tower + sam
     assert res["results"]["1"]["saved_vs_unshared"] == 0 < res["results"]["3"]["saved_vs_unshared"]
+
+
+@pytest.mark.parametrize("options, message", [
+    # the model is built before this error: its environment and config go to the log file, not the console
+    ([], "data/tiny_models/vision_tiny.pth' (config key model.lmm.tiny.vision_checkpoint)"),
+    (["train_cfg.max_iter=3"], "train_cfg.max_iter: IterBasedTrainLoop takes no argument 'max_iter'; did you mean "
+                               "train_cfg.max_iters?"),
+    (["data_root=data/nope"], "train_dataloader.dataset.datasets.1.data_root='data/nope/reason_seg': no such folder"),
+    (["train_cfg.max_iters", "3"], "--cfg-options 'train_cfg.max_iters' has no '='"),
+])
+def test_a_failing_training_prints_its_cause_in_one_line(synth_root, tmp_path, options, message):
+    """Issues 29.10 and 29.11: no traceback, and not ~300 lines of environment and config before the cause."""
+    cmd = [sys.executable, str(ROOT / "tools" / "train.py"), str(ROOT / "configs" / "lisa" / "lisa_tiny_synthref.py"),
+           "--work-dir", str(tmp_path / "work"), "--cfg-options", f"data_root={synth_root}", *options]
+    # RESEG_ROOT: a clone where `make demo` has not run (no tiny parts); the data is the session's
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", RESEG_ROOT=str(tmp_path))
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    out = [ln for ln in (done.stdout + done.stderr).splitlines() if "real_accelerator.py" not in ln]  # DeepSpeed's
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert message in out[-1] and len(out) <= 8, "\n".join(out[-20:])
+    assert not any("System environment" in ln or "Hooks will be executed" in ln for ln in out)

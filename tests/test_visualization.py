@@ -31,3 +31,23 @@ def test_the_prediction_panel_differs_from_the_image_panel_for_a_same_coloured_o
     left, right = panel[:32, :32], panel[:32, 36:68]
     assert np.array_equal(left, img)
     assert (right != img).any(axis=-1).sum() >= 4 * 16  # the outlined edge of the square
+
+
+def _caption_rows(panel: np.ndarray, image_height: int) -> int:
+    """How many rows of the caption band below the panels hold text (dark pixels)."""
+    band = panel[image_height:]
+    return int((band.min(axis=(1, 2)) < 100).sum())
+
+
+def test_the_caption_scales_with_a_large_photo():
+    """A 4000 x 3000 photo's caption takes the same share of the panel height as a 400 x 300 one's."""
+    shares = []
+    for h, w in ((300, 400), (3000, 4000)):
+        img = np.full((h, w, 3), 200, np.uint8)
+        pred = np.zeros((h, w), bool)
+        pred[h // 4: h // 2, w // 4: w // 2] = True
+        panel = overlay_panel(img, None, pred, "the red square on the left", "exists: True", show_gt=False)
+        assert panel.shape[1] == 2 * w + 4
+        shares.append(_caption_rows(panel, h) / h)
+    small, large = shares
+    assert small > 0.05 and 0.5 * small < large < 2 * small, shares  # it was 10x smaller at 3000 px

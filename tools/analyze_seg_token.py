@@ -35,7 +35,9 @@ import warnings
 import cv2
 import numpy as np
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
+
+from reseg.cfg_options import KeyValueAction
 
 
 def parse_args(argv=None):
@@ -53,7 +55,7 @@ def parse_args(argv=None):
     p.add_argument("--down-sample", type=int, help="SasP grid down-sampling (default: the head's, or 2)")
     p.add_argument("--k", type=int, default=5, help="--p-points extremes: k positive and k negative points")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None)
+    p.add_argument("--cfg-options", nargs="+", action=KeyValueAction, default=None)
     return p.parse_args(argv)
 
 
@@ -142,9 +144,9 @@ def analyze(args) -> int:
         cfg.merge_from_dict(args.cfg_options)
     import reseg.datasets  # noqa: F401
     from reseg.evaluation.functional import query_stats, summarize_giou_ciou
-    from reseg.registry import DATASETS, MASK_SOURCES
     from reseg.models.heads import SegTokenHead
     from reseg.models.segmentor import assemble
+    from reseg.registry import DATASETS, MASK_SOURCES
     from reseg_read import functional as RF
 
     model = load_model(cfg, args.checkpoint, args.device)

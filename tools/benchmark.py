@@ -82,7 +82,9 @@ import weakref
 from typing import Any, Optional
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
+
+from reseg.cfg_options import KeyValueAction
 
 #: The switches ``memory`` measures when no ``--variant`` is given (the memory presets that a
 #: CPU can show; bf16 and ZeRO need CUDA).
@@ -838,7 +840,7 @@ def parse_args(argv=None):
                    help="memory: a named set of config overrides (repeatable)")
     p.add_argument("--work-dir", default="work_dirs/benchmark")
     p.add_argument("--out", help="append the result as one JSON line to this file")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None)
+    p.add_argument("--cfg-options", nargs="+", action=KeyValueAction, default=None)
     p.add_argument("--checkpoint", help="ras: the RAS checkpoint; generate: the model's (None: the config's weights)")
     p.add_argument("--ar-config", help="ras: the autoregressive baseline's config")
     p.add_argument("--ar-checkpoint", help="ras: the autoregressive baseline's checkpoint")

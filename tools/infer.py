@@ -25,6 +25,11 @@ The lines go to ``results.jsonl.partial`` while the run goes on and are renamed 
 at the end, so an interrupted run never leaves a half-written ``results.jsonl`` (nor replaces the
 previous one); the ``.partial`` file keeps what was done.
 
+Every line is checked (fields, image files) before the model is loaded; a bad line stops the run
+there, naming the file, the line and the field. A line whose conversation turns out longer than the
+model's context (``model.lmm.max_length``) is skipped and reported (file, line, token count) while the
+other lines go on; the run then exits with status 1.
+
 An existing non-empty ``results.jsonl`` is not overwritten without ``--overwrite``. With it, once the
 new run has finished, the PNGs that the replaced ``results.jsonl`` listed and the new run did not
 write again are removed (nothing else in ``--out-dir`` is touched). Masks follow
@@ -37,9 +42,9 @@ import json
 import os
 import re
 import sys
-from typing import Any, Optional
+from typing import Any
 
-from mmengine.config import DictAction
+from reseg.cfg_options import KeyValueAction
 
 RESULTS = "results.jsonl"
 
@@ -64,7 +69,7 @@ def parse_args(argv=None):
                    help="auto (default): bf16 autocast on CUDA, fp32 on CPU; bf16 also works on CPU")
     p.add_argument("--no-overlay", action="store_true", help="write only the masks and results.jsonl")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty results.jsonl")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None)
+    p.add_argument("--cfg-options", nargs="+", action=KeyValueAction, default=None)
     args = p.parse_args(argv)
     if args.image is not None and not args.query:
         p.error("--image needs --query")
@@ -79,7 +84,7 @@ class InputError(ValueError):
     """A bad --input line; the message names the file, the line and the field."""
 
 
-def _resolve_image(path: str, base_dir: str) -> Optional[str]:
+def _resolve_image(path: str, base_dir: str) -> str | None:
     if os.path.isfile(path):
         return path
     if not os.path.isabs(path):
@@ -193,8 +198,9 @@ def main(argv=None) -> int:
 
     progress = _Progress(sum(len(j["queries"]) for j in jobs))
     partial = results_path + ".partial"
+    skipped: list[str] = []
     try:
-        written = _run(args, jobs, seg, generate, partial, progress)
+        written = _run(args, jobs, seg, generate, partial, progress, skipped)
     except BaseException:
         progress.close()
         if os.path.isfile(partial) and os.path.getsize(partial) == 0:
@@ -209,6 +215,10 @@ def main(argv=None) -> int:
         os.remove(os.path.join(args.out_dir, rel))
     print(f"{written} results written to {results_path}" + (f"; {len(stale)} PNGs of the replaced run removed"
                                                               if stale else ""))
+    if skipped:
+        print(f"error: {len(skipped)} of {len(jobs)} lines skipped (too long for model.lmm.max_length):\n"
+              + "\n".join(f"  {s}" for s in skipped), file=sys.stderr)
+        return 1
     return 0
 
 
@@ -238,14 +248,31 @@ def _previous_outputs(results_path: str) -> set[str]:
     return found
 
 
-def _run(args, jobs: list[dict], seg, generate: Optional[bool], partial: str, progress: _Progress) -> int:
-    """Segment every job, write the PNGs and the result lines (into ``partial``); the number of lines."""
+def _segment(seg, chunk: list[dict], images: list, generate: bool | None) -> list:
+    """The results of ``chunk`` (one list per job): one forward, or one per ``is_sentence`` choice when
+    the lines set it differently."""
+    per_image: list = [None] * len(chunk)
+    for flag in {j["is_sentence"] for j in chunk}:
+        idx = [k for k, j in enumerate(chunk) if j["is_sentence"] is flag]
+        res = seg.segment_batch([images[k] for k in idx], [chunk[k]["queries"] for k in idx],
+                                generate=generate, is_sentence=flag)
+        for k, r in zip(idx, res):
+            per_image[k] = r
+    return per_image
+
+
+def _run(args, jobs: list[dict], seg, generate: bool | None, partial: str, progress: _Progress,
+         skipped: list[str]) -> int:
+    """Segment every job, write the PNGs and the result lines (into ``partial``); the number of lines.
+    A job whose conversation exceeds the model's context is reported, appended to ``skipped`` and left
+    out; the others go on."""
     import cv2
 
     from reseg.api import as_rgb_image
     from reseg.engine.visualization import result_panel
-    from reseg.masks.rle import encode_rle
     from reseg.fileio import atomic_write_bytes
+    from reseg.masks.rle import encode_rle
+    from reseg.models.lmm import ContextLengthError
 
     written = 0
     with open(partial, "w", encoding="utf-8") as out:
@@ -258,16 +285,22 @@ def _run(args, jobs: list[dict], seg, generate: Optional[bool], partial: str, pr
                 except Exception as err:  # unreadable or corrupt file
                     where = f"{args.input}, line {j['line']}, field 'image'" if j["line"] else "--image"
                     sys.exit(f"error: {where}: {err}")
-            # One forward per chunk; the is_sentence choice is per line, so lines that set it differently
-            # are run separately.
-            per_image: list = [None] * len(chunk)
-            for flag in {j["is_sentence"] for j in chunk}:
-                idx = [k for k, j in enumerate(chunk) if j["is_sentence"] is flag]
-                res = seg.segment_batch([images[k] for k in idx], [chunk[k]["queries"] for k in idx],
-                                        generate=generate, is_sentence=flag)
-                for k, r in zip(idx, res):
-                    per_image[k] = r
+            try:
+                per_image = _segment(seg, chunk, images, generate)
+            except ContextLengthError:  # a line too long for the model: find it, skip it, go on
+                per_image = []
+                for j, image in zip(chunk, images):
+                    try:
+                        per_image += _segment(seg, [j], [image], generate)
+                    except ContextLengthError as err:
+                        per_image.append(None)
+                        where = f"{args.input}, line {j['line']}" if j["line"] else "--query"
+                        skipped.append(f"{where}: skipped: {err}")
+                        print(f"error: {skipped[-1]}", file=sys.stderr, flush=True)
             for k, (j, image, res) in enumerate(zip(chunk, images, per_image)):
+                if res is None:
+                    progress.update(len(j["queries"]))
+                    continue
                 n = start + k
                 for qi, r in enumerate(res):
                     name = f"{n:05d}_{_stem(j['image'])}_q{qi}.png"

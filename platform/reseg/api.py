@@ -50,7 +50,9 @@ class SegmentationResult:
     Attributes:
         query: the query text as given.
         mask: ``[H, W] bool`` at the original image size (all False when ``exists`` is False).
-        exists: the model's target / no-target decision.
+        exists: whether the model found a target: it did not reject the query (the head's decision,
+            ``prediction.exists``; LISA, READ and AnchorSeg never reject) *and* its mask has a pixel at
+            the threshold. So ``exists`` is False exactly when ``mask`` is empty.
         score: the head's confidence of the mask (the highest of its mask scores), or None when the
             head gives none (LISA, READ and AnchorSeg give none).
         text: the generated answer when generating, else None.
@@ -85,7 +87,9 @@ def as_rgb_image(image: ImageLike, name: str = "image") -> np.ndarray:
     """``[H, W, 3] uint8`` RGB from a file path, a PIL image or an ``[H, W, 3] uint8`` array.
 
     Files are read as the datasets read them (:func:`reseg.datasets.io.read_image_rgb`: OpenCV, EXIF
-    orientation applied). ``name`` is the argument named in errors.
+    orientation applied), except that an image with transparency (a PNG's alpha) is composited on
+    white, file or PIL image alike: its transparent background is white, not black. ``name`` is the
+    argument named in errors.
     """
     if isinstance(image, (str, os.PathLike)):
         from reseg.datasets.io import read_image_rgb
@@ -93,7 +97,7 @@ def as_rgb_image(image: ImageLike, name: str = "image") -> np.ndarray:
         path = Path(image)
         if not path.is_file():
             raise FileNotFoundError(f"{name}: image file not found: {str(path)!r}")
-        return read_image_rgb(path)
+        return read_image_rgb(path, alpha="white")  # a transparent background is white, not black
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"{name}: expected an [H, W, 3] uint8 RGB array, got an array of shape "
@@ -106,7 +110,9 @@ def as_rgb_image(image: ImageLike, name: str = "image") -> np.ndarray:
     except ImportError:  # pragma: no cover - Pillow is a dependency
         Image = None
     if Image is not None and isinstance(image, Image.Image):
-        return np.array(image.convert("RGB"), dtype=np.uint8)  # a writable copy
+        from reseg.datasets.io import pil_to_rgb
+
+        return pil_to_rgb(image)  # a writable copy; transparency composited on white
     raise TypeError(f"{name}: expected an image file path (str or os.PathLike), a PIL.Image.Image or an "
                     f"[H, W, 3] uint8 numpy array, got {_type_name(image)}")
 
@@ -339,6 +345,7 @@ class Segmenter:
             raise RuntimeError(f"the head returned a mask of shape {mask.shape}, not the image size {size}")
         if not exists:
             mask = np.zeros(size, dtype=bool)
+        exists = exists and bool(mask.any())  # an empty mask is no target found, whatever the head's flag
         score = None
         scores = pred.scores
         if scores is not None:
@@ -428,9 +435,11 @@ def load_model(config: Any, checkpoint: Optional[str] = None, device: Any = None
     with DefaultScope.overwrite_default_scope(SCOPE):
         model = MODELS.build(copy.deepcopy(cfg.model))
     if checkpoint is not None:
-        from reseg.engine.checkpoint import load_model_weights
+        from reseg.engine.checkpoint import describe_model_differences, load_model_weights
 
-        load_model_weights(model, str(checkpoint), strict=True)
+        report = load_model_weights(model, str(checkpoint), strict=True, model_cfg=cfg.model)
+        if report["model_differences"]:  # another head's weights can fit the keys exactly
+            warnings.warn(describe_model_differences(str(checkpoint), report["model_differences"]), stacklevel=2)
     else:
         warnings.warn("load_model: no checkpoint given; the model keeps the weights its config builds "
                       "(the head's layers are untrained)", stacklevel=2)

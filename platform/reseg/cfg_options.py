@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
+from mmengine.config import DictAction
+
 
 def _is_prefix_variable(value: Any) -> bool:
     """A value whose derived strings are rewritten: a string with more than slashes and dots."""
@@ -104,3 +106,23 @@ def describe_rewrites(changed: Mapping[str, str], limit: int = 6) -> str:
     more = f", ... ({len(keys) - limit} more)" if len(keys) > limit else ""
     return ("--cfg-options: also set the paths derived from the overridden variable(s): "
             + ", ".join(f"{k}={changed[k]}" for k in keys[:limit]) + more)
+
+
+class KeyValueAction(DictAction):
+    """mmengine's ``DictAction`` (``--cfg-options k=v ...``) with a one-line error for an item without
+    ``=`` (``--cfg-options train_cfg.max_iters 3``) instead of ``ValueError: not enough values to unpack``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        values = [values] if isinstance(values, str) else list(values or [])
+        for i, item in enumerate(values):
+            key, eq, _ = item.partition("=")
+            if eq and key:
+                continue
+            if not eq and i + 1 < len(values) and "=" not in values[i + 1]:
+                hint = f"; did you mean {item}={values[i + 1]}?"
+            else:
+                hint = ""
+            what = "has no key before '='" if eq else "has no '='"
+            parser.error(f"{option_string} {item!r} {what}: each item is KEY=VALUE (e.g. train_cfg.max_iters=100, "
+                         f"no spaces around '='){hint}")
+        super().__call__(parser, namespace, values, option_string)

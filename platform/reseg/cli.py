@@ -163,13 +163,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_weights(args: argparse.Namespace) -> int:
     """``reseg weights CHECKPOINT OUT.safetensors``: the model weights of a checkpoint as safetensors."""
-    from reseg.engine.checkpoint import read_state_dict, save_model_weights
+    from reseg.engine.checkpoint import read_checkpoint, save_model_weights
 
     if os.path.exists(args.out) and not args.overwrite:
         print(f"reseg weights: {args.out!r} exists; pass --overwrite to replace it", file=sys.stderr)
         return 2
-    sd = read_state_dict(args.checkpoint)
-    save_model_weights(sd, args.out)
+    sd, types = read_checkpoint(args.checkpoint)
+    save_model_weights(sd, args.out, types=types)  # the model it was saved from goes along (tools/test.py checks it)
     print(f"wrote {len(sd)} tensors to {args.out}")
     return 0
 

@@ -511,7 +511,7 @@ def parse_args(argv: Optional[list[str]] = None) -> "argparse.Namespace":
     """The arguments of ``tools/convert_checkpoint.py``."""
     import argparse
 
-    from mmengine.config import DictAction
+    from reseg.cfg_options import KeyValueAction
 
     p = argparse.ArgumentParser(description="Convert an official checkpoint to reseg's module names")
     p.add_argument("--from", dest="method", required=True, metavar="NAME",
@@ -520,7 +520,7 @@ def parse_args(argv: Optional[list[str]] = None) -> "argparse.Namespace":
     p.add_argument("src", help="official checkpoint: .bin/.pth/.safetensors file or HF model directory")
     p.add_argument("dst", help="output reseg checkpoint (.safetensors or .pth)")
     p.add_argument("--config", help="reseg config whose model the result must fit (checked by name and shape)")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None,
+    p.add_argument("--cfg-options", nargs="+", action=KeyValueAction, default=None,
                    help="overrides for --config, e.g. model.lmm.lora=None")
     p.add_argument("--vision-tower", metavar="CLIP_SRC",
                    help="CLIP checkpoint (HF CLIPModel/CLIPVisionModel directory or file) to fill in the vision "

@@ -87,8 +87,11 @@ def _read_image(data: bytes, field: str):
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise DemoRequestError(f"field {field!r}: not a readable image ({err})") from None
+    except UnidentifiedImageError:  # Pillow's text names its BytesIO object, not the upload
+        raise DemoRequestError(f"field {field!r}: the {len(data)} bytes uploaded are not an image Pillow can read "
+                               "(expected a PNG, JPEG, BMP or WebP file)") from None
+    except (OSError, ValueError) as err:
+        raise DemoRequestError(f"field {field!r}: the image data is damaged or truncated ({err})") from None
     return img
 
 
@@ -152,7 +155,9 @@ class DemoApp:
             if v is not None and not isinstance(v, bool):
                 raise DemoRequestError(f"field {key!r}: expected true, false or null, got {v!r}")
             flags[key] = v
-        rgb = np.asarray(_read_image(decode_data_url(payload["image"], "image"), "image").convert("RGB"))
+        from reseg.datasets.io import pil_to_rgb
+
+        rgb = pil_to_rgb(_read_image(decode_data_url(payload["image"], "image"), "image"))  # transparent: white
         refs = None
         if payload.get("reference_mask") is not None:
             if not self.segmenter.uses_pools:

@@ -49,13 +49,15 @@ def iter_json_objects(path: Union[str, os.PathLike], what: str, error: type = Va
 
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")  # the line ending is not part of the object (nor of error columns)
             if not line.strip():
                 continue
             where = f"{os.fspath(path)}, line {n}"
             try:
                 obj = loads(line)
             except JSONDecodeError as err:
-                raise error(f"{where}: not valid JSON ({err.msg} at column {err.colno}); expected {what}") from None
+                at = "at the end of the line" if err.pos >= len(line) else f"at column {err.pos + 1}"
+                raise error(f"{where}: not valid JSON ({err.msg} {at}); expected {what}") from None
             if not isinstance(obj, dict):
                 raise error(f"{where}: expected a JSON object ({what}), got {type(obj).__name__}")
             yield n, where, obj

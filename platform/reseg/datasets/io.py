@@ -37,10 +37,14 @@ def require_file(path: PathLike, what: str) -> Path:
 
 
 def require_dir(path: PathLike, what: str) -> Path:
-    """Return ``path`` as a :class:`Path`, or raise ``FileNotFoundError`` saying what it should hold."""
-    p = Path(path)
+    """``path`` (from a config: a relative path is under the reseg root, :mod:`reseg.paths`) as an
+    absolute :class:`Path`, or a ``FileNotFoundError`` saying what it should hold and, for the
+    synthetic benchmark, which ``make`` target writes it."""
+    from reseg.paths import missing_hint, resolve_path
+
+    p = resolve_path(path)
     if not p.is_dir():
-        raise FileNotFoundError(f"{what} not found: {p} (expected a directory at this path)")
+        raise FileNotFoundError(f"{what} not found: {p} (expected a directory at this path).{missing_hint(path)}")
     return p
 
 
@@ -70,12 +74,31 @@ def max_image_pixels() -> int:
     return int(os.environ.get("RESEG_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS))
 
 
-def read_image_rgb(path: PathLike) -> np.ndarray:
+def composite_on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``[H, W, 3] uint8`` RGB laid over a white background by its ``[H, W]`` alpha (0-255, or 0-65535
+    for 16-bit): a transparent background becomes white, not the black its hidden pixels usually hold."""
+    a = alpha.astype(np.float32) / (65535.0 if alpha.dtype == np.uint16 else 255.0)
+    out = rgb.astype(np.float32) * a[..., None] + 255.0 * (1.0 - a[..., None])
+    return np.ascontiguousarray(np.clip(np.round(out), 0, 255).astype(np.uint8))
+
+
+def pil_to_rgb(img: Any) -> np.ndarray:
+    """``[H, W, 3] uint8`` RGB of a PIL image; an image with transparency is composited on white
+    (:func:`composite_on_white`)."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = np.asarray(img.convert("RGBA"))
+        return composite_on_white(rgba[..., :3], rgba[..., 3])
+    return np.array(img.convert("RGB"), dtype=np.uint8)
+
+
+def read_image_rgb(path: PathLike, alpha: str = "drop") -> np.ndarray:
     """Read an image file as ``[H, W, 3] uint8`` RGB at its original size.
 
     OpenCV reads it and BGR is converted to RGB, as LISA does (spec seg_token_family.md §1.5): the
-    EXIF orientation is applied, grayscale is repeated to 3 channels, an alpha channel is dropped and
-    16-bit images are scaled to 8 bits. Errors name the file:
+    EXIF orientation is applied, grayscale is repeated to 3 channels, an alpha channel is dropped
+    (``alpha="drop"``, the datasets' reading, as LISA's) or the image is composited on white
+    (``alpha="white"``, inference: a transparent background is white, not black) and 16-bit images
+    are scaled to 8 bits. Errors name the file:
 
     * missing: ``FileNotFoundError``;
     * not an image, or a JPEG/PNG that ends before its end marker (OpenCV would decode a truncated
@@ -107,7 +130,28 @@ def read_image_rgb(path: PathLike) -> np.ndarray:
     bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
     if bgr is None or bgr.size == 0:
         raise DatasetFormatError(f"image could not be decoded (corrupt or not an image): {p}")
-    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    rgb = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    if alpha == "white":
+        rgb = _on_white(p, rgb)
+    elif alpha != "drop":
+        raise ValueError(f"alpha={alpha!r}: expected 'drop' or 'white'")
+    return rgb
+
+
+def _on_white(p: Path, rgb: np.ndarray) -> np.ndarray:
+    """``rgb`` (OpenCV's reading of ``p``) composited on white by the file's alpha, if it has one."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(p) as im:
+            if not (im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info):
+                return rgb
+            alpha = np.asarray(ImageOps.exif_transpose(im).convert("RGBA"))[..., 3]  # upright, as OpenCV read it
+    except Exception:  # a format only OpenCV reads: no alpha from Pillow
+        return rgb
+    if alpha.shape != rgb.shape[:2] or alpha.min() == 255:
+        return rgb
+    return composite_on_white(rgb, alpha)
 
 
 def read_json(path: PathLike) -> Any:
@@ -267,18 +311,21 @@ def stack_masks(masks: Iterable[np.ndarray], height: int, width: int) -> np.ndar
 
 
 def resolve_under(root: Path, path: PathLike) -> Path:
-    """Resolve a configured path: absolute as given; relative first under ``root``, then as given.
+    """Resolve a configured path: absolute as given; relative first under ``root``, then under the
+    reseg root (:func:`reseg.paths.resolve_path`).
 
-    The second form lets configs write ``image_dir=data_root + '/images/...'`` (relative to the working
-    directory) as well as ``image_dir='images/...'`` (relative to ``data_root``).
+    The second form lets configs write ``image_dir=data_root + '/images/...'`` (the same path as
+    ``data_root`` is) as well as ``image_dir='images/...'`` (relative to ``data_root``).
     """
-    p = Path(path)
+    from reseg.paths import resolve_path
+
+    p = Path(path).expanduser()
     if p.is_absolute():
         return p
     under = root / p
-    if under.exists() or not p.exists():
+    if under.exists() or not resolve_path(p).exists():
         return under
-    return p
+    return resolve_path(p)
 
 
 # -- COCO RLE (MaskGroups-HQ pools, own-data objects): reseg.masks.rle with this module's errors ------

@@ -17,13 +17,20 @@ The rules (docs/getting_started.md, "The config is what runs"):
   fp32, ``AmpOptimWrapper`` with ``dtype='bfloat16'`` for bf16, ``DeepSpeedOptimWrapper`` with
   ``strategy.bf16.enabled`` matching ``precision`` under a DeepSpeed strategy; bf16 trains on CUDA only;
 * a distributed run (``--launcher pytorch``) without a strategy has ``model_wrapper_cfg`` (DDP's
-  ``find_unused_parameters``); on CPU with ``device_ids=None`` and no nccl backend.
+  ``find_unused_parameters``); on CPU with ``device_ids=None`` and no nccl backend;
+* ``train_cfg`` (when training), ``val_cfg`` and ``test_cfg`` give their loop only arguments it takes
+  (``train_cfg.max_iter`` is refused with the loop's arguments and ``max_iters`` suggested), checked
+  here because mmengine builds the loops only after the model;
+* and, on this machine (:func:`dataset_problems`, part of :func:`check_run_config`), every dataset
+  the run reads (``train_dataloader`` and ``val_dataloader`` when training with a ``val_cfg``,
+  ``test_dataloader`` when testing) has its ``data_root`` folder: a wrong ``data_root`` is found
+  before the model is built, not after.
 """
 from __future__ import annotations
 
 from typing import Any, Optional
 
-__all__ = ["ConfigRefused", "check_run_config", "config_problems", "deepspeed_settings"]
+__all__ = ["ConfigRefused", "check_run_config", "config_problems", "dataset_problems", "deepspeed_settings"]
 
 PRECISIONS = ("fp32", "bf16")
 _UNSET = object()
@@ -214,6 +221,93 @@ def _distributed_problems(cfg: Any, launcher: str, cuda: bool) -> list[str]:
     return out
 
 
+#: What the runner passes to a loop itself (mmengine ``Runner.build_*_loop``), never a config key.
+_LOOP_RUNTIME_ARGS = ("self", "runner", "dataloader", "evaluator")
+
+
+def _loop_class(loop: dict, key: str) -> type | None:
+    """The loop class of ``train_cfg``/``val_cfg``/``test_cfg`` as mmengine picks it (``type``, or for a
+    training loop without one, ``by_epoch``); None when unknown (mmengine reports that)."""
+    from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
+
+    typ = loop.get("type")
+    if typ is None:
+        if key == "train_cfg":
+            return EpochBasedTrainLoop if loop.get("by_epoch") else IterBasedTrainLoop
+        return ValLoop if key == "val_cfg" else TestLoop
+    if isinstance(typ, type):
+        return typ
+    from mmengine.registry import LOOPS
+
+    try:
+        cls = LOOPS.get(typ)
+    except KeyError:
+        return None
+    return cls if isinstance(cls, type) else None
+
+
+def _loop_problems(cfg: Any, training: bool) -> list[str]:
+    import difflib
+    import inspect
+
+    out = []
+    for key in ("train_cfg", "val_cfg", "test_cfg") if training else ("val_cfg", "test_cfg"):
+        loop = cfg.get(key)
+        if not isinstance(loop, dict):
+            continue
+        cls = _loop_class(loop, key)
+        if cls is None:
+            continue
+        params = inspect.signature(cls.__init__).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            continue
+        takes = [n for n in params if n not in _LOOP_RUNTIME_ARGS]
+        # mmengine itself reads `type` and, for a training loop without one, `by_epoch`
+        for name in loop:
+            if name in takes or name == "type" or (key == "train_cfg" and name == "by_epoch" and "type" not in loop):
+                continue
+            close = difflib.get_close_matches(name, takes, n=1)
+            hint = f"; did you mean {key}.{close[0]}?" if close else ""
+            out.append(f"{key}.{name}: {cls.__name__} takes no argument {name!r}{hint} "
+                       f"(it takes {', '.join(takes)})")
+    return out
+
+
+def _data_roots(node: Any, where: str):
+    """``(dotted key, value)`` of every string ``data_root`` of a dataset config below ``node``."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "data_root" and isinstance(value, str) and "type" in node:
+                yield f"{where}.{key}", value
+            else:
+                yield from _data_roots(value, f"{where}.{key}")
+    elif isinstance(node, (list, tuple)):
+        for i, item in enumerate(node):
+            yield from _data_roots(item, f"{where}.{i}")
+
+
+def dataset_problems(cfg: Any, training: bool = True) -> list[str]:
+    """The ``data_root`` folders of the datasets a run reads that do not exist on this machine, one
+    line each naming the key and the path (unlike :func:`config_problems`, this depends on the machine)."""
+    from reseg.paths import missing_hint, resolve_path
+
+    if training:
+        loaders = ["train_dataloader"] + (["val_dataloader"] if cfg.get("val_cfg") is not None else [])
+    else:
+        loaders = ["test_dataloader"]
+    out, seen = [], set()
+    for loader in loaders:
+        for key, value in _data_roots(cfg.get(loader), loader):
+            path = resolve_path(value)
+            if path in seen or path.is_dir():
+                continue
+            seen.add(path)
+            shown = "" if str(path) == value else f" ({path})"
+            out.append(f"{key}={value!r}: no such folder{shown}; point data_root at your data (e.g. --cfg-options "
+                       f"data_root=/path/to/data).{missing_hint(value)}")
+    return out
+
+
 def config_problems(cfg: Any, launcher: str = "none", training: bool = True,
                     cuda: Optional[bool] = None) -> list[str]:
     """Every reason reseg refuses ``cfg`` as written, one line each (empty: it runs as written).
@@ -234,11 +328,14 @@ def config_problems(cfg: Any, launcher: str = "none", training: bool = True,
         out += _hook_problems(cfg)
         out += _precision_problems(cfg, cuda, training)
     out += _distributed_problems(cfg, launcher, cuda)
+    out += _loop_problems(cfg, training)
     return out
 
 
 def check_run_config(cfg: Any, launcher: str = "none", training: bool = True, cuda: Optional[bool] = None) -> None:
-    """Raise :class:`ConfigRefused` listing every problem :func:`config_problems` finds."""
+    """Raise :class:`ConfigRefused` listing every problem :func:`config_problems` finds, then any
+    missing dataset folder (:func:`dataset_problems`)."""
     problems = config_problems(cfg, launcher=launcher, training=training, cuda=cuda)
+    problems = problems or dataset_problems(cfg, training=training)
     if problems:
         raise ConfigRefused("\n".join(problems))

@@ -16,11 +16,17 @@ write instead. What it does besides:
 * a config with a ``strategy`` (``configs/_base_/strategies``: DeepSpeed ZeRO-2/3, FSDP) runs on
   mmengine's ``FlexibleRunner``;
 * ``--launcher pytorch`` without CUDA: joins torchrun's process group over gloo itself
-  (:func:`init_cpu_distributed`), because mmengine's launcher assumes CUDA.
+  (:func:`init_cpu_distributed`), because mmengine's launcher assumes CUDA;
+* the environment, the config and the hook order (~300 lines) go to the run's log file only, not
+  the console, so a run that fails prints its cause and little else (the console names the log file);
+* a run that only tests (``training=False``, ``tools/test.py``) logs into ``<work_dir>/test_<timestamp>/``
+  and leaves the work dir's config dump (``<work_dir>/<config name>.py``, the training run's) alone:
+  the config it ran is in its log folder (``vis_data/config.py``).
 """
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from typing import Optional
 
@@ -77,6 +83,78 @@ def init_cpu_distributed(cfg: Config) -> None:
                                 world_size=int(os.environ["WORLD_SIZE"]))
 
 
+#: The console handlers quieted while a runner is constructed, with their levels (restore_console).
+_QUIETED: list = []
+#: The test log folder names this process used: a second test in the same second gets its own folder
+#: (and its own mmengine logger and visualizer, which are named after it).
+_TEST_STAMPS: set = set()
+
+
+def _test_stamp(timestamp: str, work_dir: str, check_disk: bool) -> str:
+    """``test_<timestamp>``, with ``_2``, ``_3`` ... when this process (or, in a single-process run, a
+    folder of the work dir) already has that name."""
+    stamp, n = f"test_{timestamp}", 1
+    while stamp in _TEST_STAMPS or (check_disk and os.path.exists(os.path.join(work_dir, stamp))):
+        n += 1
+        stamp = f"test_{timestamp}_{n}"
+    _TEST_STAMPS.add(stamp)
+    return stamp
+
+
+class _RunnerMixin:
+    """What reseg's runners change in mmengine's: see the module docstring."""
+
+    reseg_test_only = False
+
+    def _log_env(self, *args, **kwargs) -> None:
+        # From here to the end of construction (environment, config, hook order) the console is quiet;
+        # build_runner restores it (also when construction fails) and names the log file.
+        for handler in self.logger.handlers:
+            if type(handler) is logging.StreamHandler:
+                _QUIETED.append((handler, handler.level))
+                handler.setLevel(max(handler.level, logging.WARNING))
+        super()._log_env(*args, **kwargs)
+
+    def setup_env(self, *args, **kwargs) -> None:
+        super().setup_env(*args, **kwargs)
+        if self.reseg_test_only:  # the log folder of a test is told apart from a training run's
+            self._timestamp = _test_stamp(self._timestamp, self._work_dir, self._world_size == 1)
+
+    def dump_config(self) -> None:
+        if not self.reseg_test_only:  # <work_dir>/<config name>.py is the training run's config
+            super().dump_config()
+
+
+def _reseg_runner(base: type, test_only: bool) -> type:
+    return type(f"Reseg{base.__name__}", (_RunnerMixin, base), {"reseg_test_only": test_only})
+
+
+def restore_console(runner=None) -> None:
+    """Undo the quiet console of construction and, given the runner, say where the environment and
+    config went."""
+    while _QUIETED:
+        handler, level = _QUIETED.pop()
+        handler.setLevel(level)
+    if runner is None:
+        return
+    log_file = next((h.baseFilename for h in runner.logger.handlers if isinstance(h, logging.FileHandler)), None)
+    if log_file:
+        runner.logger.info(f"environment, config and hooks of this run: {log_file}")
+
+
+def remove_test_log(runner) -> None:
+    """Remove the log folder of a test that failed before testing (it holds nothing of a result)."""
+    import shutil
+
+    log_dir = getattr(runner, "log_dir", None)
+    if getattr(runner, "reseg_test_only", False) and log_dir and os.path.basename(log_dir).startswith("test_"):
+        for handler in list(runner.logger.handlers):
+            if isinstance(handler, logging.FileHandler):
+                handler.close()
+                runner.logger.removeHandler(handler)
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
 def build_runner(cfg: Config, work_dir: Optional[str] = None, resume: bool | str = False,
                  launcher: str = "none", training: bool = True):
     """An mmengine ``Runner`` (or ``FlexibleRunner``) for ``cfg``, which must run as written.
@@ -129,10 +207,18 @@ def build_runner(cfg: Config, work_dir: Optional[str] = None, resume: bool | str
         from mmengine.runner import FlexibleRunner
 
         import_strategies()
-        return FlexibleRunner.from_cfg(cfg)
-    if launcher == "pytorch" and not torch.cuda.is_available():
-        init_cpu_distributed(cfg)
-    return Runner.from_cfg(cfg)
+        base = FlexibleRunner
+    else:
+        if launcher == "pytorch" and not torch.cuda.is_available():
+            init_cpu_distributed(cfg)
+        base = Runner
+    try:
+        runner = _reseg_runner(base, not training).from_cfg(cfg)
+    except BaseException:
+        restore_console()  # the error that follows is not hidden
+        raise
+    restore_console(runner)
+    return runner
 
 
 def apply_runtime_defaults(cfg: Config) -> Config:

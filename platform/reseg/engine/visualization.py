@@ -89,6 +89,11 @@ def prediction_heatmaps(extras: dict) -> dict[str, np.ndarray]:
     return out
 
 
+#: Panel height up to which the caption has its base size (font scale 0.5, 18 px lines); taller panels
+#: scale it in proportion.
+CAPTION_PANEL_HEIGHT = 400
+
+
 def _wrap(text: str, width_px: int, scale: float) -> list[str]:
     max_chars = max(8, int(width_px / (9 * scale * 2)))
     words, lines, cur = text.split(), [], ""
@@ -113,7 +118,7 @@ def overlay_panel(image: np.ndarray, gt: Optional[np.ndarray], pred: Optional[np
     ``show_gt=False`` drops the ground-truth panel (inference: there is none).
 
     Small images are upscaled (nearest; heat-maps bilinearly) to at least ``min_height`` so the text
-    stays readable.
+    stays readable; above ``CAPTION_PANEL_HEIGHT`` the caption's font scales with the panel height.
     """
     h, w = image.shape[:2]
     s = max(1, int(np.ceil(min_height / h)))
@@ -132,14 +137,17 @@ def overlay_panel(image: np.ndarray, gt: Optional[np.ndarray], pred: Optional[np
         names = names + [f"pool of {len(cands)} (selected {len(chosen)}: filled)"]
     sep = np.full((img.shape[0], 4, 3), 255, np.uint8)
     row = np.concatenate([x for p in panels for x in (sep, p)][1:], 1)
-    scale = 0.5
+    # the caption grows with the panels, so it keeps its size relative to a large photo's panel
+    scale = 0.5 * max(1.0, img.shape[0] / CAPTION_PANEL_HEIGHT)
+    step, thickness = round(36 * scale), max(1, round(scale))
     title = " | ".join(["image"] + (["ground truth (green)"] if show_gt else []) + ["prediction (red)"] + names)
     lines = [title] + _wrap(f"Q: {text}", row.shape[1], scale)
     if extra:
         lines += _wrap(extra, row.shape[1], scale)
-    band = np.full((18 * len(lines) + 8, row.shape[1], 3), 255, np.uint8)
+    band = np.full((step * len(lines) + step // 2, row.shape[1], 3), 255, np.uint8)
     for i, line in enumerate(lines):
-        cv2.putText(band, line, (6, 18 * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(band, line, (int(12 * scale), step * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
+                    thickness, cv2.LINE_AA)
     return np.concatenate([row, band], 0)
 
 

@@ -16,7 +16,9 @@ import sys
 
 import numpy as np
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
+
+from reseg.cfg_options import KeyValueAction
 
 
 def parse_args(argv=None):
@@ -25,7 +27,7 @@ def parse_args(argv=None):
     p.add_argument("checkpoint", help="checkpoint file, or 'none' for the model at initialisation")
     p.add_argument("--images", type=int, default=4)
     p.add_argument("--sam-point-check", type=int, default=0, metavar="N")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None)
+    p.add_argument("--cfg-options", nargs="+", action=KeyValueAction, default=None)
     return p.parse_args(argv)
 
 
@@ -47,9 +49,9 @@ def main(argv=None) -> int:
     DefaultScope.get_instance("analyze_seg_states", scope_name="reseg")
     import reseg.datasets  # noqa: F401
     from reseg.engine.checkpoint import load_checkpoint_file
+    from reseg.models.heads import seg_token_states
     from reseg.plugins import load_plugins
     from reseg.registry import DATASETS, MODELS
-    from reseg.models.heads import seg_token_states
 
     load_plugins()  # the heads are plugins
     model = MODELS.build(cfg.model)

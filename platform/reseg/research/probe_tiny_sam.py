@@ -40,8 +40,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.config import DictAction
 
+from reseg.cfg_options import KeyValueAction
 from reseg.research.tiny import clipped_step, probe_setup, refer_splits
 
 #: Words that put a synthetic expression in a category (the phrasings of
@@ -83,7 +83,7 @@ def parse_args(argv=None):
     p.add_argument("--val-every", type=int, default=0, help="also validate every N steps (0: at the end only)")
     p.add_argument("--val-images", type=int, default=144)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None,
+    p.add_argument("--cfg-options", nargs="+", action=KeyValueAction, default=None,
                    help="override config keys, e.g. model.mask_source.checkpoint=data/other/sam_tiny.pth")
     return p.parse_args(argv)
 
@@ -178,10 +178,10 @@ class TinyLLMText(nn.Module):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from reseg.models.heads import SegProjection
     from reseg.models.lmm.tiny_tokenizer import build_tiny_tokenizer
     from reseg.models.losses import mask_losses
     from reseg.registry import MASK_SOURCES
-    from reseg.models.heads import SegProjection
 
     full, rng = probe_setup(args.config, args.seed, "probe_tiny_sam", args.cfg_options)
     lmm_cfg = full.model.lmm

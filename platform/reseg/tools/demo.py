@@ -18,7 +18,7 @@ import argparse
 import os
 import sys
 
-from mmengine.config import DictAction
+from reseg.cfg_options import KeyValueAction
 
 
 def parse_args(argv=None):
@@ -34,7 +34,7 @@ def parse_args(argv=None):
                    help="for pool-based heads (RAS): a config with `proposer = dict(type=...)` that makes the "
                         "candidate pool of uploaded images (replaces the config's model.mask_source.proposer)")
     p.add_argument("--quiet", action="store_true", help="no access log on stderr")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None)
+    p.add_argument("--cfg-options", nargs="+", action=KeyValueAction, default=None)
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535:
         p.error(f"--port must be in 0..65535, got {args.port}")

@@ -21,7 +21,9 @@ import os
 import sys
 from typing import Any
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
+
+from reseg.cfg_options import KeyValueAction
 
 
 def parse_args(argv=None):
@@ -31,8 +33,8 @@ def parse_args(argv=None):
                                     "(default: the one recorded in <predictions>.meta.json)")
     p.add_argument("--split", choices=["test", "val"], default="test",
                    help="use <split>_dataloader.dataset and <split>_evaluator (default test)")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None)
-    p.add_argument("--metric-options", nargs="+", action=DictAction, default=None,
+    p.add_argument("--cfg-options", nargs="+", action=KeyValueAction, default=None)
+    p.add_argument("--metric-options", nargs="+", action=KeyValueAction, default=None,
                    help="metric constructor options, k=v or MetricType.k=v")
     p.add_argument("--missing", choices=["error", "empty"], default="error",
                    help="a dataset query without a prediction: error (default) or an empty answer")

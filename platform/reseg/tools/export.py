@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from mmengine.config import DictAction
+from reseg.cfg_options import KeyValueAction
 
 
 def parse_args(argv=None):
@@ -23,7 +23,7 @@ def parse_args(argv=None):
     p.add_argument("config")
     p.add_argument("checkpoint", help=".pth or .safetensors weights that fit the config's model")
     p.add_argument("out_dir", help="the export directory (must not exist or be empty, unless --overwrite)")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None)
+    p.add_argument("--cfg-options", nargs="+", action=KeyValueAction, default=None)
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     p.add_argument("--device", default="cpu", help="where to build the model and merge LoRA (default cpu)")
     return p.parse_args(argv)

@@ -35,7 +35,9 @@ import sys
 import time
 from typing import Any, Optional
 
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, ConfigDict
+
+from reseg.cfg_options import KeyValueAction
 
 
 def parse_args(argv=None):
@@ -51,9 +53,9 @@ def parse_args(argv=None):
     p.add_argument("--limit", type=int, default=None, help="stop after this many distinct images")
     p.add_argument("--key", default="image_id",
                    help="the Sample.meta field naming an image (default image_id; must be unique per image)")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None,
+    p.add_argument("--cfg-options", nargs="+", action=KeyValueAction, default=None,
                    help="override keys of PROPOSER_CONFIG, e.g. proposer.amg.points_per_side=16")
-    p.add_argument("--dataset-cfg-options", nargs="+", action=DictAction, default=None,
+    p.add_argument("--dataset-cfg-options", nargs="+", action=KeyValueAction, default=None,
                    help="override keys of the dataset config, e.g. val_dataloader.dataset.data_root=/data/x")
     p.add_argument("--oracle-rule", choices=["coverage", "best_per_instance"], default="coverage",
                    help="PoolOracleMetric rule (default coverage: candidates covered > --oracle-thr by the target)")

@@ -2,6 +2,8 @@
 
 CHECKPOINT is a reseg/mmengine ``.pth`` (read with ``weights_only=True``) or a ``.safetensors`` file
 (``reseg weights``); it must fit the config's model exactly (a mismatch is an error naming the keys).
+A checkpoint that records another model (another head, backbone or mask source type: a LISA
+checkpoint fits READ's keys exactly) is a warning, an error with ``--strict-meta``.
 
 Runs the config's ``test_dataloader``/``test_evaluator`` (mmengine ``Runner.test``), prints a metrics
 table and, with ``--out-metrics``, writes one JSON object with every metric, the sample counts, the
@@ -15,14 +17,17 @@ import json
 import os
 import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
+
+from reseg.cfg_options import KeyValueAction
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Evaluate a reseg checkpoint")
     p.add_argument("config")
     p.add_argument("checkpoint")
-    p.add_argument("--work-dir", help="where the test log goes (default work_dirs/<config name>)")
+    p.add_argument("--work-dir", help="where the test log goes (default work_dirs/<config name>): a folder "
+                   "test_<timestamp>; the training run's files there are left alone")
     p.add_argument("--out-metrics", help="write the metrics as JSON to this file")
     p.add_argument("--show-dir", help="save overlay PNGs (image | ground truth | prediction) here")
     p.add_argument("--max-vis", type=int, default=8, help="how many overlays --show-dir saves")
@@ -35,7 +40,10 @@ def parse_args(argv=None):
                         "for re-scoring with tools/evaluate.py (docs/evaluation.md)")
     p.add_argument("--overwrite-dump", action="store_true",
                    help="replace an existing --dump-predictions file")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None)
+    p.add_argument("--strict-meta", action="store_true",
+                   help="refuse a checkpoint whose recorded model (head, backbone, mask source types) differs "
+                        "from the config's; without it that is a warning")
+    p.add_argument("--cfg-options", nargs="+", action=KeyValueAction, default=None)
     p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     return p.parse_args(argv)
 
@@ -111,15 +119,31 @@ def main(argv=None) -> int:
         runner = build_runner(cfg, work_dir=work_dir, launcher=args.launcher, training=False)
     except ConfigRefused as err:
         sys.exit("\n".join(f"error: {args.config}: {line}" for line in str(err).splitlines()))
+    except FileNotFoundError as err:  # weights the config names (the message names the key and the file)
+        sys.exit(f"error: {args.config}: {err}")
     from mmengine.model import is_model_wrapper
 
-    from reseg.engine.checkpoint import load_model_weights
+    from reseg.engine.checkpoint import describe_model_differences, load_model_weights
+    from reseg.engine.runner import remove_test_log
 
     try:
-        load_model_weights(runner.model.module if is_model_wrapper(runner.model) else runner.model, args.checkpoint)
+        report = load_model_weights(runner.model.module if is_model_wrapper(runner.model) else runner.model,
+                                    args.checkpoint, model_cfg=cfg.model)
     except (ValueError, RuntimeError) as err:
+        remove_test_log(runner)  # nothing was tested: no log folder is left behind
         sys.exit(f"error: {err}")
-    metrics = runner.test()
+    if report["model_differences"]:  # another head's weights can fit the keys exactly (LISA's and READ's do)
+        msg = describe_model_differences(args.checkpoint, report["model_differences"])
+        if args.strict_meta:
+            remove_test_log(runner)
+            sys.exit(f"error: {msg} (--strict-meta)")
+        print(f"warning: {msg}; the scores below are of the config's model with these weights "
+              "(--strict-meta refuses)", file=sys.stderr, flush=True)
+    try:
+        metrics = runner.test()
+    except FileNotFoundError as err:  # a data file the datasets read (the message names it)
+        remove_test_log(runner)
+        sys.exit(f"error: {args.config}: {err}")
     metrics = {k: (float(v) if hasattr(v, "__float__") and not isinstance(v, int) else v) for k, v in metrics.items()}
     from reseg.evaluation import evaluator_conventions
 

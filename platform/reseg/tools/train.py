@@ -13,7 +13,9 @@ import glob
 import os
 import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
+
+from reseg.cfg_options import KeyValueAction
 
 
 def parse_args(argv=None):
@@ -22,7 +24,7 @@ def parse_args(argv=None):
     p.add_argument("--work-dir", help="where logs and checkpoints go (default work_dirs/<config name>)")
     p.add_argument("--resume", nargs="?", const=True, default=False,
                    help="resume from the work dir's last checkpoint, or from the given checkpoint file")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None,
+    p.add_argument("--cfg-options", nargs="+", action=KeyValueAction, default=None,
                    help="override config keys, e.g. train_cfg.max_iters=100 model.lmm.lora.r=16; a top-level "
                         "path variable (data_root=/data/x) also moves the paths the config derived from it")
     p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
@@ -102,11 +104,16 @@ def main(argv=None) -> int:
         runner = build_runner(cfg, work_dir=work_dir, resume=args.resume, launcher=args.launcher)
     except ConfigRefused as err:
         sys.exit("\n".join(f"error: {args.config}: {line}" for line in str(err).splitlines()))
+    except FileNotFoundError as err:  # weights the config names (the message names the key and the file)
+        sys.exit(f"error: {args.config}: {err}")
     if runner.rank == 0:  # config, git commit, package versions and seeds of this run
         from reseg.engine.determinism import write_run_report
 
         runner.logger.info(f"run report: {write_run_report(runner, argv=sys.argv)}")
-    runner.train()
+    try:
+        runner.train()
+    except FileNotFoundError as err:  # a data file the datasets read (the message names it)
+        sys.exit(f"error: {args.config}: {err}")
     return 0
 
 

@@ -1,4 +1,4 @@
 """LMM backbones (LLaVA family)."""
-from .llava import LlavaLMM
+from .llava import ContextLengthError, LlavaLMM
 
-__all__ = ["LlavaLMM"]
+__all__ = ["ContextLengthError", "LlavaLMM"]

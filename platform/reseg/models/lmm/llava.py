@@ -34,7 +34,9 @@ IGNORE_INDEX = -100
 
 
 def _require_dir(path: str, key: str, what: str) -> Path:
-    p = Path(path).expanduser()
+    from reseg.paths import resolve_path
+
+    p = resolve_path(path)  # a relative path is under the reseg root
     if not p.is_dir():
         raise FileNotFoundError(
             f"{what} not found: {str(p)!r} (config key {key}). Expected a local directory; "
@@ -42,6 +44,10 @@ def _require_dir(path: str, key: str, what: str) -> Path:
             f"--cfg-options {key}=/data/checkpoints/..."
         )
     return p
+
+
+class ContextLengthError(ValueError):
+    """A conversation longer than ``model.lmm.max_length`` (a query too long): the message names both."""
 
 
 @LMMS.register_module()
@@ -157,8 +163,15 @@ class LlavaLMM(nn.Module):
         from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
                                   LlavaForConditionalGeneration)
 
+        from reseg.paths import require_weights_file
+
         from .tiny_tokenizer import IMAGE_TOKEN, build_tiny_tokenizer
 
+        # missing weights fail before the tokenizer cache is written; relative paths are under the reseg root
+        for path, key in ((vision_checkpoint, "model.lmm.tiny.vision_checkpoint"),
+                          (checkpoint, "model.lmm.tiny.checkpoint")):
+            if path is not None:
+                require_weights_file(path, key)
         tokenizer = build_tiny_tokenizer(tokenizer_dir)
         vcfg = CLIPVisionConfig(**vision)
         tcfg = LlamaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
@@ -296,7 +309,7 @@ class LlavaLMM(nn.Module):
             ids += ans
             labels += ans
         if len(ids) > self.max_length:
-            raise ValueError(
+            raise ContextLengthError(
                 f"conversation is {len(ids)} tokens, longer than max_length={self.max_length} "
                 f"(model.lmm.max_length); shorten the query: {prompt[-200:]!r}"
             )

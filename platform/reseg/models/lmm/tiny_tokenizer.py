@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import string
-from pathlib import Path
 
 IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN)
@@ -59,12 +58,16 @@ def build_tiny_tokenizer(save_dir: str | os.PathLike, vocab_size: int = 1024):
     """Train (or load, when cached) the tiny BPE tokenizer and return a ``PreTrainedTokenizerFast``.
 
     Args:
-        save_dir: cache directory; created with ``tokenizer.json`` + config files on first use.
+        save_dir: cache directory (a config's ``tokenizer_dir``: a relative path is under the reseg
+            root, :mod:`reseg.paths`, never the current folder); created with ``tokenizer.json`` + config
+            files on first use.
         vocab_size: BPE vocabulary size before special tokens are added by heads.
     """
     from transformers import PreTrainedTokenizerFast
 
-    save_dir = Path(save_dir)
+    from reseg.paths import resolve_path
+
+    save_dir = resolve_path(save_dir)
     if (save_dir / "tokenizer.json").is_file():
         return PreTrainedTokenizerFast.from_pretrained(str(save_dir))
 

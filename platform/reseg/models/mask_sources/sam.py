@@ -74,16 +74,12 @@ def build_sam(
 
 
 def load_state_dict_file(path: str | Path, key: str) -> dict:
-    """Load a tensor-only state dict (``.pth`` under ``weights_only=True``, or ``.safetensors``)."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise FileNotFoundError(
-            f"checkpoint not found: {str(p)!r} (config key {key}). reseg never downloads weights; "
-            f"point {key} at a local file, e.g. --cfg-options {key}=/data/checkpoints/sam_vit_h_4b8939.pth"
-        )
+    """Load a tensor-only state dict (``.pth`` under ``weights_only=True``, or ``.safetensors``) from the
+    file config key ``key`` names (a relative path is under the reseg root, :mod:`reseg.paths`)."""
     from reseg.engine.checkpoint import read_state_dict
+    from reseg.paths import require_weights_file
 
-    return read_state_dict(str(p))
+    return read_state_dict(str(require_weights_file(path, key)))
 
 
 SAM_PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
@@ -145,8 +141,10 @@ class SAMMaskSource(nn.Module):
         checkpoint_parts: Sequence[str] = SAM_PARTS,
     ) -> None:
         super().__init__()
-        if checkpoint is not None and not Path(checkpoint).expanduser().is_file():
-            load_state_dict_file(checkpoint, "model.mask_source.checkpoint")  # raises, naming the path
+        if checkpoint is not None:  # before anything is built; a relative path is under the reseg root
+            from reseg.paths import require_weights_file
+
+            checkpoint = str(require_weights_file(checkpoint, "model.mask_source.checkpoint"))
         self.sam = build_sam(variant, image_size, prompt_dim, encoder, decoder_depth, decoder_mlp_dim,
                              decoder_heads, iou_head_hidden_dim)
         if checkpoint is not None:

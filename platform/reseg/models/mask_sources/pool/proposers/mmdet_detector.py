@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
+from reseg.paths import resolve_path
 from reseg.registry import PROPOSERS
 
 from .base import BaseProposer, default_device
@@ -71,10 +71,10 @@ class MMDetProposer(BaseProposer):
         from mmengine.registry import DefaultScope
 
         if isinstance(config, (str, os.PathLike)):
-            if not Path(config).expanduser().is_file():
-                raise FileNotFoundError(f"mmdet config not found: {str(config)!r} ({config_key}.config; expected "
-                                        "an mmdet config file, e.g. a Mask R-CNN or Co-DETR config)")
-            cfg = Config.fromfile(str(Path(config).expanduser()))  # runs the config's custom_imports
+            if not resolve_path(config).is_file():
+                raise FileNotFoundError(f"mmdet config not found: {str(resolve_path(config))!r} ({config_key}.config; "
+                                        "expected an mmdet config file, e.g. a Mask R-CNN or Co-DETR config)")
+            cfg = Config.fromfile(str(resolve_path(config)))  # runs the config's custom_imports
             self.config = str(config)
         else:
             cfg = Config(dict(config))
@@ -85,10 +85,10 @@ class MMDetProposer(BaseProposer):
             self.config = "<dict>"
         if cfg_options:
             cfg.merge_from_dict(dict(cfg_options))
-        if checkpoint is not None and not Path(checkpoint).expanduser().is_file():
+        if checkpoint is not None and not resolve_path(checkpoint).is_file():
             raise FileNotFoundError(
-                f"checkpoint not found: {str(checkpoint)!r} ({config_key}.checkpoint). reseg never downloads "
-                f"weights; point {config_key}.checkpoint at a local file")
+                f"checkpoint not found: {str(resolve_path(checkpoint))!r} ({config_key}.checkpoint). reseg never "
+                f"downloads weights; point {config_key}.checkpoint at a local file")
         self.scope = scope or cfg.get("default_scope", None) or "mmdet"
         self.device = default_device(device)
         self._inference = inference_detector
@@ -102,7 +102,7 @@ class MMDetProposer(BaseProposer):
                 continue
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         if checkpoint is not None:
-            self._load_weights(str(Path(checkpoint).expanduser()), config_key)
+            self._load_weights(str(resolve_path(checkpoint)), config_key)
         self.model.eval().requires_grad_(False)
         self.checkpoint = checkpoint
         self.score_thr = float(score_thr)

@@ -78,9 +78,12 @@ def pool_line(key: str, key_value: Any, masks: np.ndarray, scores: Optional[np.n
 
 def read_pool_header(path: PathLike) -> dict[str, Any]:
     """The header (first line) of a pool file, checked for ``format``/``version``."""
+    from reseg.paths import missing_hint
+
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"pool file not found: {str(p)!r} (write one with tools/make_pools.py)")
+        hint = missing_hint(p) or " Write one with tools/make_pools.py (docs/proposers.md)."
+        raise FileNotFoundError(f"pool file not found: {str(p)!r}.{hint}")
     with open(p, "rb") as f:
         first = f.readline()
     return _parse_header(first, p)

@@ -9,6 +9,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from reseg.paths import resolve_path
 from reseg.registry import PROPOSERS
 
 from .base import BaseProposer
@@ -43,7 +44,7 @@ class PrecomputedProposer(BaseProposer):
         files = [pool_file] if isinstance(pool_file, (str, os.PathLike)) else list(pool_file)
         if not files:
             raise PoolFileError("PrecomputedProposer: pool_file is an empty list; give at least one pool file")
-        self.pool_files = [Path(f).expanduser() for f in files]
+        self.pool_files = [resolve_path(f) for f in files]  # a relative path is under the reseg root
         self.pool_file = self.pool_files[0] if len(self.pool_files) == 1 else self.pool_files
         self.headers = [read_pool_header(f) for f in self.pool_files]
         self.header = self.headers[0]

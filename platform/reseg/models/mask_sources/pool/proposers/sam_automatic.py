@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -81,7 +80,7 @@ class SAMAutomaticProposer(BaseProposer):
         super().__init__(min_area=min_area, nms_iou=nms_iou, max_candidates=max_candidates, order=order)
         from segment_anything import SamAutomaticMaskGenerator
 
-        from reseg.models.mask_sources.sam import build_sam, load_sam_checkpoint, load_state_dict_file
+        from reseg.models.mask_sources.sam import build_sam, load_sam_checkpoint
 
         amg_cfg = dict(SAM_AMG_DEFAULTS)
         if amg:
@@ -92,8 +91,10 @@ class SAMAutomaticProposer(BaseProposer):
                 raise TypeError(f"SAMAutomaticProposer: unknown amg setting(s) {bad}; "
                                 f"SamAutomaticMaskGenerator accepts {sorted(accepted)}")
             amg_cfg.update(amg)
-        if checkpoint is not None and not Path(checkpoint).expanduser().is_file():
-            load_state_dict_file(checkpoint, f"{config_key}.checkpoint")  # raises naming path and key, before building
+        if checkpoint is not None:  # raises naming path and key, before building
+            from reseg.paths import require_weights_file
+
+            require_weights_file(checkpoint, f"{config_key}.checkpoint")
         self.device = default_device(device)
         sam = build_sam(variant, image_size, prompt_dim, encoder, decoder_depth, decoder_mlp_dim,
                         decoder_heads, iou_head_hidden_dim)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
@@ -126,12 +125,14 @@ class MaskTokenizer(nn.Module):
 
     # ------------------------------------------------------------------ construction
     def _check_checkpoints(self, encoders: Sequence[Union[dict, nn.Module]]) -> None:
+        from reseg.paths import missing_hint, resolve_path
+
         missing = []
         for i, cfg in enumerate(encoders):
             path = cfg.get("checkpoint") if isinstance(cfg, dict) else None
-            if path is not None and not Path(path).expanduser().is_file():
+            if path is not None and not resolve_path(path).is_file():
                 key = f"{self.config_key}.encoders[{i}].checkpoint"
-                missing.append(f"{str(Path(path).expanduser())!r} (config key {key})")
+                missing.append(f"{str(resolve_path(path))!r} (config key {key}){missing_hint(path)}")
         if missing:
             raise FileNotFoundError(
                 f"{len(missing)} mask-encoder checkpoint(s) not found: " + "; ".join(missing)

@@ -8,7 +8,6 @@ error naming it and its config key).
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import torch
@@ -18,14 +17,13 @@ from ..geometry import ImageLike, MaskGeometry, square_geometry, square_pixels
 
 
 def require_checkpoint_file(path: Optional[str], key: str, example: str) -> None:
-    """Fail before any model is built when a configured checkpoint file is missing."""
+    """Fail before any model is built when a configured checkpoint file is missing (a relative path
+    is under the reseg root, :mod:`reseg.paths`)."""
     if path is None:
         return
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise FileNotFoundError(
-            f"checkpoint not found: {str(p)!r} (config key {key}). reseg never downloads weights; "
-            f"point {key} at a local file, e.g. --cfg-options {key}={example}")
+    from reseg.paths import require_weights_file
+
+    require_weights_file(path, key, example)
 
 
 def read_weights(path: str, key: str) -> dict[str, torch.Tensor]:
