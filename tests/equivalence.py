@@ -79,8 +79,7 @@ def build_model(config: str, tokenizer_dir: str) -> torch.nn.Module:
 
 def batch(kind: str, synth_root: Path) -> list:
     """The fixed batch of ``kind`` from the synthetic benchmark (test-mode loaders: no random draws)."""
-    from reseg.datasets import (FPRefCOCODataset, GRefCOCODataset, MaskGroupsDataset, ReasonSegDataset,
-                                RefCOCODataset)
+    from reseg.datasets import FPRefCOCODataset, GRefCOCODataset, MaskGroupsDataset, ReasonSegDataset, RefCOCODataset
     from reseg.datasets.synthref.vqa import SynthVQADataset
 
     refer = synth_root / "refer_seg"
@@ -181,7 +180,6 @@ def record(config: str, synth_root: Path, tokenizer_dir: str) -> dict:
 def make_synth(root: Path) -> Path:
     """The tests' session benchmark (``tests/conftest.py``), written to ``root``."""
     from conftest import make_synth_config
-
     from reseg.datasets.synthref import generate_synthref
 
     generate_synthref(root, make_synth_config())

@@ -80,7 +80,7 @@ def write_source(sd: dict, kind: str, folder: Path) -> Path:
         for i, part in enumerate((keys[:half], keys[half:])):
             name = f"model-{i + 1:05d}-of-00002.safetensors"
             save_file({k: sd[k].contiguous() for k in part}, str(out / name))
-            weight_map.update({k: name for k in part})
+            weight_map.update(dict.fromkeys(part, name))
         (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
         return out
     if kind == "bin":

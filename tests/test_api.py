@@ -11,11 +11,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
 from PIL import Image
 
 from script_runner import run_script
-from tiny import tiny_model_cfg, write_tiny_model
+from tiny import write_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADS = ("LISAHead", "READHead", "AnchorSegHead")

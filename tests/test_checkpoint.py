@@ -111,9 +111,8 @@ def test_a_kill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path):
 
 def test_old_checkpoints_are_pruned_only_after_the_new_one_is_saved(synth_root, tmp_path):
     """max_keep_ckpts=1: mmengine deleted the only checkpoint before writing the next one."""
-    from tiny import tiny_train_cfg
-
     from reseg.engine.runner import build_runner
+    from tiny import tiny_train_cfg
 
     work = tmp_path / "work"
     cfg = tiny_train_cfg(synth_root, str(tmp_path / "tok"), str(work), max_iters=4, batch_size=2, ckpt_interval=2)
@@ -141,9 +140,8 @@ def test_old_checkpoints_are_pruned_only_after_the_new_one_is_saved(synth_root, 
 
 
 def test_pruning_keeps_the_newest_checkpoints(synth_root, tmp_path):
-    from tiny import tiny_train_cfg
-
     from reseg.engine.runner import build_runner
+    from tiny import tiny_train_cfg
 
     work = tmp_path / "work"
     cfg = tiny_train_cfg(synth_root, str(tmp_path / "tok"), str(work), max_iters=6, batch_size=2, ckpt_interval=2)

@@ -111,9 +111,8 @@ def test_fsdp_config_builds(tmp_path):
 
 
 def test_train_strategy_flag_merges_a_preset_into_any_config():
-    from reseg.tools import train
-
     from reseg.engine.config_check import config_problems
+    from reseg.tools import train
 
     cfg = Config.fromfile(os.path.join(ROOT, "configs", "lisa", "lisa_tiny_synthref.py"))
     notes = train.apply_strategy(cfg, "deepspeed_zero3")

@@ -29,6 +29,8 @@ from reseg.datasets import (
     premise_exists,
 )
 from reseg.datasets.io import coco_segmentation_to_mask, read_json
+from reseg.datasets.synthref import generate_synthref
+from reseg.datasets.synthref.candidate_pools import candidate_pool, shift_mask, split_halves
 from reseg.datasets.synthref.group_language import (
     REF_TOKEN,
     false_premise_variant,
@@ -37,9 +39,7 @@ from reseg.datasets.synthref.group_language import (
     reference_candidates,
 )
 from reseg.datasets.synthref.language import RefExpr, group, resolve
-from reseg.datasets.synthref.candidate_pools import candidate_pool, shift_mask, split_halves
 from reseg.datasets.synthref.scene import Scene, SceneObject, fill_polygon, sample_scene, shape_vertices
-from reseg.datasets.synthref import generate_synthref
 from reseg.registry import DATASETS
 from reseg.structures import Sample
 

@@ -11,7 +11,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import urllib.error
@@ -223,11 +222,10 @@ def _tiny_amg_proposer(sam_checkpoint: str) -> dict:
 
 @pytest.fixture(scope="module")
 def ras(tmp_path_factory):
-    from reseg import load_model
-    from reseg.demo import DemoApp
-
     import torch
 
+    from reseg import load_model
+    from reseg.demo import DemoApp
     from reseg.models.mask_sources.sam import build_sam
 
     tmp = tmp_path_factory.mktemp("demo_ras")

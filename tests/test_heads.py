@@ -225,7 +225,7 @@ def test_generating_the_teacher_forced_answer_predicts_what_teacher_forcing_does
 # ------------------------------------------------------------------ the v1 contract
 def test_a_v1_head_is_refused_with_the_way_to_v2():
     with pytest.raises(TypeError, match=r"implements loss, predict: the head contract v1 .*loss_by_feat"):
-        class OldHead(BaseHead):  # noqa: F841
+        class OldHead(BaseHead):
             def loss(self, ctx, lmm, mask_source):
                 return {}
 

@@ -2,6 +2,7 @@
 projector, checkpoints and the tiny / real encoder presets."""
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import warnings
@@ -240,7 +241,7 @@ def test_pool_norms_and_edge_inputs(tiny):
     masks[1, 49, 69] = True  # a single pixel: centroid fallback on every grid
     v = tiny.pool(feats, 0, masks)
     bounds = np.cumsum([0] + tiny.encoder_channels)
-    for a, b in zip(bounds[:-1], bounds[1:]):  # layernorm per encoder (no affine)
+    for a, b in itertools.pairwise(bounds):  # layernorm per encoder (no affine)
         assert v[:2, a:b].mean(1).abs().max() < 1e-4
         assert torch.allclose(v[:2, a:b].std(1, unbiased=False), torch.ones(2), atol=1e-2)
     assert torch.equal(v[2], torch.zeros(192))  # an empty mask stays a zero vector

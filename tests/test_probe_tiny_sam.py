@@ -53,6 +53,7 @@ def test_expression_encoder_reads_the_query_token_and_ignores_padding():
     """An expression's code does not depend on what else is in the batch (padding is masked),
     and every word reaches it (the query token comes last, so a causal mask still sees them all)."""
     import torch
+
     from reseg.research.probe_tiny_sam import ExpressionEncoder
 
     torch.manual_seed(0)
@@ -91,6 +92,7 @@ def test_tiny_llm_text_code_does_not_depend_on_batch_padding(tmp_path):
     """The text-only LLaMA reads ``[SEG]`` of each expression; a longer neighbour in the batch (padding)
     changes nothing, in train and in eval mode."""
     import torch
+
     from reseg.research.probe_tiny_sam import TinyLLMText
 
     torch.manual_seed(0)
@@ -109,6 +111,7 @@ def test_llm_query_code_wraps_the_expression_in_lisas_conversation_and_reads_bef
     ``<s>USER: What is {text} in this image? ... ASSISTANT: [SEG].``, whatever the batch's padding."""
     import torch
     from mmengine.config import Config
+
     from reseg.research.probe_tiny_sam import TinyLLMText
 
     cfg = Config.fromfile(str(probe_config(tmp_path)))

@@ -11,8 +11,8 @@ from reseg.datasets.io import coco_segmentation_to_mask, labelme_shapes_to_mask,
 from reseg.datasets.safe_pickle import load_pickle
 from reseg.datasets.synthref import GENERATOR_VERSION, META_FILE, SynthRefConfig, generate_synthref
 from reseg.datasets.synthref.language import (
-    RefExpr,
     ReasonRule,
+    RefExpr,
     candidate_rules,
     choose_sentences,
     describe,
@@ -32,7 +32,6 @@ from reseg.datasets.synthref.scene import (
     sample_scene,
     shape_vertices,
 )
-
 
 
 def _files(root: Path) -> dict[str, bytes]:

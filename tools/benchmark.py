@@ -79,7 +79,7 @@ import subprocess
 import sys
 import time
 import weakref
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from mmengine.config import Config
@@ -113,7 +113,7 @@ LISA_RECIPE = {
 }
 
 
-def load_cfg(path: str, options: Optional[dict]) -> Config:
+def load_cfg(path: str, options: dict | None) -> Config:
     cfg = Config.fromfile(path)
     for key in options or {}:  # `model.lmm.lora.r=8` on a config whose lora is None: start from {}
         parts = key.split(".")
@@ -157,7 +157,7 @@ def reseed() -> None:
     torch.manual_seed(0)
 
 
-def bare_steps(model, optimizer, loader, n: int, clip: Optional[float]) -> list[float]:
+def bare_steps(model, optimizer, loader, n: int, clip: float | None) -> list[float]:
     """The bare PyTorch loop; returns per-step seconds (data loading included)."""
     params = [p for p in model.parameters() if p.requires_grad]
     it = iter(loader)
@@ -863,7 +863,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     args.raw_cfg_options = None
     if args.cfg_options:
-        args.raw_cfg_options = {k: v for k, v in args.cfg_options.items()}
+        args.raw_cfg_options = dict(args.cfg_options.items())
     if args.iters is None:
         args.iters = {"overhead": 20, "prefix": 5}.get(args.command, 4)
     if args.warmup is None:

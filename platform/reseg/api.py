@@ -31,13 +31,14 @@ from __future__ import annotations
 import copy
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 
-__all__ = ["load_model", "Segmenter", "SegmentationResult", "as_rgb_image", "looks_like_sentence"]
+__all__ = ["SegmentationResult", "Segmenter", "as_rgb_image", "load_model", "looks_like_sentence"]
 
 ImageLike = Union[str, os.PathLike, np.ndarray, Any]  # Any: a PIL image
 QueriesLike = Union[str, Sequence[str]]
@@ -62,8 +63,8 @@ class SegmentationResult:
     query: str
     mask: np.ndarray
     exists: bool
-    score: Optional[float] = None
-    text: Optional[str] = None
+    score: float | None = None
+    text: str | None = None
     prediction: Any = field(default=None, repr=False)
 
     def __repr__(self) -> str:
@@ -132,7 +133,7 @@ def _as_query_list(queries: QueriesLike, name: str) -> list[str]:
     return out
 
 
-def _as_reference_masks(masks: Any, size: tuple[int, int], name: str) -> Optional[np.ndarray]:
+def _as_reference_masks(masks: Any, size: tuple[int, int], name: str) -> np.ndarray | None:
     if masks is None:
         return None
     m = masks.detach().cpu().numpy() if hasattr(masks, "detach") else np.asarray(masks)
@@ -202,7 +203,7 @@ class Segmenter:
         return getattr(getattr(self.model, "head", None), "mask_source_kind", None) == "candidate_pool"
 
     def segment(self, image: ImageLike, query: QueriesLike, reference_masks: Any = None,
-                generate: Optional[bool] = None, is_sentence: Optional[bool] = None,
+                generate: bool | None = None, is_sentence: bool | None = None,
                 candidate_masks: Any = None):
         """Segment ``query`` in ``image``.
 
@@ -229,9 +230,9 @@ class Segmenter:
         return out[0] if single else out
 
     def segment_batch(self, images: Sequence[ImageLike], queries: Sequence[QueriesLike],
-                      reference_masks: Optional[Sequence[Any]] = None, generate: Optional[bool] = None,
-                      is_sentence: Optional[bool] = None, batch_size: Optional[int] = None,
-                      candidate_masks: Optional[Sequence[Any]] = None,
+                      reference_masks: Sequence[Any] | None = None, generate: bool | None = None,
+                      is_sentence: bool | None = None, batch_size: int | None = None,
+                      candidate_masks: Sequence[Any] | None = None,
                       _names: tuple[str, str, str] = ("images", "queries", "reference_masks"),
                       ) -> list[list[SegmentationResult]]:
         """Segment several images, each with its own queries.
@@ -288,7 +289,7 @@ class Segmenter:
 
     # -------------------------------------------------------------- internals
     def _sample(self, image: ImageLike, queries: QueriesLike, reference_masks: Any,
-                is_sentence: Optional[bool], names: tuple[str, str, str]):
+                is_sentence: bool | None, names: tuple[str, str, str]):
         from reseg.structures import Query, Sample
 
         iname, qname, rname = names
@@ -395,8 +396,8 @@ def resolve_precision(precision: str, device: Any) -> str:
     return "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
 
 
-def load_model(config: Any, checkpoint: Optional[str] = None, device: Any = None,
-               cfg_options: Optional[dict] = None, threshold: float = 0.0, batch_size: int = 4,
+def load_model(config: Any, checkpoint: str | None = None, device: Any = None,
+               cfg_options: dict | None = None, threshold: float = 0.0, batch_size: int = 4,
                precision: str = "auto") -> Segmenter:
     """Build the model of ``config`` and load ``checkpoint`` into it for inference.
 

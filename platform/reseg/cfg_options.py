@@ -15,7 +15,8 @@ dict, e.g. ``{"model.mask_source.proposer": dict(type=...)}`` onto ``proposer=No
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from mmengine.config import DictAction
 
@@ -67,7 +68,7 @@ def _replacing(cfg: Any, key: str, value: Any) -> Any:
     return value
 
 
-def merge_cfg_options(cfg: Any, options: Optional[Mapping[str, Any]]) -> dict[str, str]:
+def merge_cfg_options(cfg: Any, options: Mapping[str, Any] | None) -> dict[str, str]:
     """``cfg.merge_from_dict(options)``, plus the strings derived from overridden top-level variables.
 
     Args:

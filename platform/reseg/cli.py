@@ -19,7 +19,8 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from reseg import plugins as _plugins
 from reseg.hookspecs import PLUGIN_API_VERSION

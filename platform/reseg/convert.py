@@ -45,8 +45,9 @@ import json
 import os
 import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import ClassVar, Iterable, Optional, Union
+from typing import ClassVar
 
 import torch
 
@@ -111,22 +112,22 @@ class CheckpointConverter:
     #: (repository, file): where the official names were read.
     key_sources: ClassVar[tuple[tuple[str, str], ...]] = ()
 
-    def __init__(self, name: Optional[str] = None) -> None:
+    def __init__(self, name: str | None = None) -> None:
         #: The name it is registered (and reported) under.
         self.name = name or type(self).__name__
 
-    def map_key(self, key: str) -> Optional[str]:
+    def map_key(self, key: str) -> str | None:
         """The reseg name of one official key, or None when no rule maps it."""
         for pattern, repl in self.rules:
             if re.search(pattern, key):
                 return re.sub(pattern, repl, key, count=1)
         return None
 
-    def ignore_reason(self, key: str) -> Optional[str]:
+    def ignore_reason(self, key: str) -> str | None:
         """Why an official key is dropped, or None when it is not."""
         return next((why for pattern, why in self.ignored if re.search(pattern, key)), None)
 
-    def convert(self, src: dict, expand_projector: bool = False) -> tuple[dict, "ConversionReport"]:
+    def convert(self, src: dict, expand_projector: bool = False) -> tuple[dict, ConversionReport]:
         """Rename an official state dict (pure: tensors are shared, not copied); see :func:`convert_state_dict`."""
         report = ConversionReport(method=self.name)
         dst: dict = {}
@@ -165,7 +166,7 @@ def registered_converters() -> dict[str, str]:
     return out
 
 
-def get_converter(name: Union[str, CheckpointConverter]) -> CheckpointConverter:
+def get_converter(name: str | CheckpointConverter) -> CheckpointConverter:
     """The converter registered as ``name`` (a converter is returned as it is).
 
     Raises:
@@ -267,7 +268,7 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-def map_key(key: str, method: Union[str, CheckpointConverter]) -> Optional[str]:
+def map_key(key: str, method: str | CheckpointConverter) -> str | None:
     """The reseg name of one official key under the converter registered as ``method`` (None: unmapped)."""
     return get_converter(method).map_key(key)
 
@@ -284,7 +285,7 @@ def __getattr__(name: str):
     return {n: list(getattr(get_converter(n), views[name])) for n in names}
 
 
-def expand_linear_projector(src: dict, report: "ConversionReport") -> tuple[dict, dict]:
+def expand_linear_projector(src: dict, report: ConversionReport) -> tuple[dict, dict]:
     """Split a single-Linear ``mm_projector`` off ``src`` into Hugging Face LLaVA's two layers.
 
     The LISA repository's LLaVA fork (``model/llava/model/llava_arch.py``) builds ``mm_projector``
@@ -314,8 +315,8 @@ def expand_linear_projector(src: dict, report: "ConversionReport") -> tuple[dict
     return rest, out
 
 
-def convert_state_dict(src: dict, method: Union[str, CheckpointConverter],
-                       expand_linear_projector: bool = False) -> tuple[dict, "ConversionReport"]:
+def convert_state_dict(src: dict, method: str | CheckpointConverter,
+                       expand_linear_projector: bool = False) -> tuple[dict, ConversionReport]:
     """Rename an official state dict to reseg's names with the converter registered as ``method``
     (pure: tensors are shared, not copied). ``expand_linear_projector``: see
     :func:`~reseg.convert.expand_linear_projector`."""
@@ -372,7 +373,7 @@ def read_source(path: str) -> dict:
         return load_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure
+    except Exception as e:
         raise RuntimeError(f"refusing to load {path!r}: not a plain tensor checkpoint "
                            f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     if isinstance(obj, dict):
@@ -433,7 +434,7 @@ def write_checkpoint(state_dict: dict, path: str, overwrite: bool = False) -> st
     return path
 
 
-def target_from_config(config: str, cfg_options: Optional[dict] = None) -> tuple[dict, Optional[str]]:
+def target_from_config(config: str, cfg_options: dict | None = None) -> tuple[dict, str | None]:
     """Build the config's model (on CPU): its ``{key: shape}`` and its LLaVA ``projector_hidden_act``."""
     import copy
 
@@ -479,9 +480,9 @@ class ConversionError(ValueError):
     """A strict conversion found unmapped / missing / unexpected keys or shape mismatches."""
 
 
-def convert_checkpoint(src: str, dst: str, method: Union[str, CheckpointConverter], config: Optional[str] = None,
-                       strict: bool = True, overwrite: bool = False, cfg_options: Optional[dict] = None,
-                       vision_tower: Optional[str] = None, expand_linear_projector: bool = False) -> "ConversionReport":
+def convert_checkpoint(src: str, dst: str, method: str | CheckpointConverter, config: str | None = None,
+                       strict: bool = True, overwrite: bool = False, cfg_options: dict | None = None,
+                       vision_tower: str | None = None, expand_linear_projector: bool = False) -> ConversionReport:
     """Read ``src`` (plus the CLIP checkpoint ``vision_tower``, if given), convert it with the converter
     registered as ``method``, check against ``config``'s model (if given) and write ``dst``."""
     converter = get_converter(method)
@@ -507,7 +508,7 @@ def convert_checkpoint(src: str, dst: str, method: Union[str, CheckpointConverte
 
 
 # ----------------------------------------------------------------------------- command line
-def parse_args(argv: Optional[list[str]] = None) -> "argparse.Namespace":
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The arguments of ``tools/convert_checkpoint.py``."""
     import argparse
 
@@ -533,7 +534,7 @@ def parse_args(argv: Optional[list[str]] = None) -> "argparse.Namespace":
     return p.parse_args(argv)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """``tools/convert_checkpoint.py``: 0 written, 1 refused (the error on stderr), 2 bad arguments."""
     args = parse_args(argv)
     try:

@@ -33,7 +33,7 @@ import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -182,7 +182,7 @@ class DemoApp:
         cands = extras.get("candidate_masks")
         if cands is not None:
             selected = [int(i) for i in (pred.selected or [])]
-            pool = dict(size=int(len(cands)), selected=selected)
+            pool = dict(size=len(cands), selected=selected)
             maps[f"pool of {len(cands)}, selected {selected}"] = png_data_url(pool_overlay(rgb, cands, selected))
         return dict(query=r.query, exists=bool(r.exists), score=r.score, text=r.text, seconds=seconds,
                     mask_png=png_data_url(r.mask), overlay_png=png_data_url(result_panel(rgb, r)),
@@ -194,7 +194,7 @@ def page_html() -> bytes:
     return resources.files("reseg").joinpath("demo.html").read_bytes()
 
 
-def make_handler(app: DemoApp, log: Optional[Any] = None) -> type:
+def make_handler(app: DemoApp, log: Any | None = None) -> type:
     """A ``BaseHTTPRequestHandler`` class serving ``app`` (``log(message)`` receives the access log;
     None keeps it quiet)."""
     page = page_html()
@@ -202,7 +202,7 @@ def make_handler(app: DemoApp, log: Optional[Any] = None) -> type:
     class Handler(BaseHTTPRequestHandler):
         server_version = "reseg-demo"
 
-        def log_message(self, fmt: str, *args: Any) -> None:  # noqa: D401 - http.server's signature
+        def log_message(self, fmt: str, *args: Any) -> None:
             if log is not None:
                 log(f"{self.address_string()} {fmt % args}")
 
@@ -217,7 +217,7 @@ def make_handler(app: DemoApp, log: Optional[Any] = None) -> type:
         def _json(self, status: int, obj: Any) -> None:
             self._send(status, json.dumps(obj).encode("utf-8"), "application/json")
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             path = self.path.split("?")[0]
             if path in ("/", "/index.html"):
                 self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
@@ -226,7 +226,7 @@ def make_handler(app: DemoApp, log: Optional[Any] = None) -> type:
             else:
                 self._json(HTTPStatus.NOT_FOUND, dict(error=f"no page {path!r}; the demo serves / and /api/*"))
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             path = self.path.split("?")[0]
             if path != "/api/segment":
                 self._json(HTTPStatus.NOT_FOUND, dict(error=f"no endpoint {path!r}; POST /api/segment"))
@@ -260,7 +260,7 @@ def make_handler(app: DemoApp, log: Optional[Any] = None) -> type:
     return Handler
 
 
-def make_server(app: DemoApp, host: str = "127.0.0.1", port: int = 7860, log: Optional[Any] = None):
+def make_server(app: DemoApp, host: str = "127.0.0.1", port: int = 7860, log: Any | None = None):
     """A ``ThreadingHTTPServer`` serving ``app`` (``port=0`` picks a free port: see ``server_address``).
     Call ``serve_forever()`` on it; ``shutdown()`` from another thread stops it."""
     server = ThreadingHTTPServer((host, int(port)), make_handler(app, log))

@@ -31,6 +31,7 @@ tokenizer already contains them, so the head adds no second embedding row).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -39,9 +40,9 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
-__all__ = ["export_model", "load_exported", "merge_lora", "EXPORT_JSON", "EXTRA_WEIGHTS", "LLAVA_DIR"]
+__all__ = ["EXPORT_JSON", "EXTRA_WEIGHTS", "LLAVA_DIR", "export_model", "load_exported", "merge_lora"]
 
 EXPORT_JSON = "reseg_export.json"
 EXTRA_WEIGHTS = "reseg_extra.safetensors"
@@ -55,7 +56,7 @@ PathLike = Union[str, os.PathLike]
 
 
 # ---------------------------------------------------------------------------- helpers
-def _versions() -> dict[str, Optional[str]]:
+def _versions() -> dict[str, str | None]:
     """The run report's package versions (:func:`reseg.engine.determinism.package_versions`) + Python."""
     import platform as _stdlib_platform
 
@@ -117,14 +118,12 @@ def merge_lora(module: Any) -> list[str]:
         setattr(parent, child, layer.get_base_layer())
         merged.append(name)
     if hasattr(module, "peft_config"):  # left by inject_adapter_in_model; nothing adapts any more
-        try:
+        with contextlib.suppress(AttributeError):
             del module.peft_config
-        except AttributeError:
-            pass
     return merged
 
 
-def _peft_configs(hf: Any) -> Optional[dict]:
+def _peft_configs(hf: Any) -> dict | None:
     """The adapters' effective peft configs (``{adapter: {field: value}}``, JSON-ready), or None."""
     configs = getattr(hf, "peft_config", None)
     if not configs:
@@ -194,7 +193,7 @@ def _write_extra(state_dict: dict, path: Path) -> None:
     save_model_weights(state_dict, str(path))
 
 
-def export_model(config: Any, checkpoint: PathLike, out_dir: PathLike, cfg_options: Optional[dict] = None,
+def export_model(config: Any, checkpoint: PathLike, out_dir: PathLike, cfg_options: dict | None = None,
                  overwrite: bool = False, device: Any = "cpu") -> Path:
     """Export the model of ``config`` with the weights of ``checkpoint`` into ``out_dir`` (see the module doc).
 
@@ -300,7 +299,7 @@ def read_export_info(out_dir: PathLike) -> dict:
     return info
 
 
-def exported_config(out_dir: PathLike, info: Optional[dict] = None):
+def exported_config(out_dir: PathLike, info: dict | None = None):
     """The stored config with the LMM pointed at ``<out_dir>/llava`` (merged: no LoRA, no tiny build)."""
     from mmengine.config import Config
 
@@ -323,7 +322,7 @@ def exported_config(out_dir: PathLike, info: Optional[dict] = None):
     return cfg
 
 
-def load_exported(out_dir: PathLike, device: Any = None, cfg_options: Optional[dict] = None,
+def load_exported(out_dir: PathLike, device: Any = None, cfg_options: dict | None = None,
                   threshold: float = 0.0, batch_size: int = 4):
     """Load an export written by :func:`export_model` as a :class:`reseg.api.Segmenter`.
 

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Union
 
 
-def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a reader (or a kill) sees the old file or the new one, never half.
 
     The bytes go to a temporary file in the same directory, are flushed to disk (``fsync``) and then
@@ -39,7 +38,7 @@ def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
         os.close(dfd)
 
 
-def iter_json_objects(path: Union[str, os.PathLike], what: str, error: type = ValueError):
+def iter_json_objects(path: str | os.PathLike, what: str, error: type = ValueError):
     """``(line_no, where, obj)`` for each non-blank line of a JSON-lines file, in order.
 
     ``where`` is ``"<path>, line <n>"`` for messages. A line that is not JSON, or not a JSON object,

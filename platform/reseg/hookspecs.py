@@ -31,7 +31,8 @@ within one major :data:`PLUGIN_API_VERSION`; a hook being phased out is marked w
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import pluggy
 

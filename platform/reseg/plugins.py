@@ -40,8 +40,9 @@ import os
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 
@@ -49,23 +50,23 @@ from reseg import hookspecs
 from reseg.registry import PLUGINS_NOT_LOADED, REGISTRIES, set_plugin_reporter
 
 __all__ = [
-    "ENTRY_POINT_GROUP",
     "ALLOW_ENV",
     "BLOCK_ENV",
-    "PluginRecord",
-    "FailedPlugin",
-    "SkippedPlugin",
-    "PluginLoadError",
+    "ENTRY_POINT_GROUP",
     "DuplicateTypeError",
+    "FailedPlugin",
+    "PluginLoadError",
+    "PluginRecord",
+    "SkippedPlugin",
+    "explain_unknown_type",
+    "failed_plugins",
+    "get_plugin_manager",
     "load_plugins",
     "loaded_plugins",
-    "failed_plugins",
-    "skipped_plugins",
-    "registered_by",
     "register_plugin",
+    "registered_by",
+    "skipped_plugins",
     "unregister_plugin",
-    "get_plugin_manager",
-    "explain_unknown_type",
 ]
 
 #: Entry-point group plugins are declared in.

@@ -19,7 +19,8 @@ unknown-type message says about plugins comes from the reporter the host install
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import FUNCTIONS as MMENGINE_FUNCTIONS
@@ -48,10 +49,10 @@ PLUGINS_NOT_LOADED = (
 
 #: Lines an unknown-type message adds about plugins; installed by :mod:`reseg.plugins`.
 PluginReporter = Callable[[str, str], list[str]]
-_plugin_reporter: Optional[PluginReporter] = None
+_plugin_reporter: PluginReporter | None = None
 
 
-def set_plugin_reporter(reporter: Optional[PluginReporter]) -> None:
+def set_plugin_reporter(reporter: PluginReporter | None) -> None:
     """Install the function that explains, in an unknown-type message, what plugins have to do with it.
 
     ``reporter(kind, key)`` gets the registry's name (``'head'``) and the name that was not found, and
@@ -70,17 +71,16 @@ class Registry(_MMRegistry):
     """
 
     def get(self, key: str) -> Any:
-        if isinstance(key, str):
-            if "." not in key:
-                # A bare name is a registered type or nothing. mmengine would fall back to
-                # importing it as a module path, so `'json' in HEADS` was True (the module).
-                registry: _MMRegistry | None = self
-                while registry is not None:
-                    registry.import_from_location()  # lazy `locations` of reseg and of mmengine
-                    if key in registry.module_dict:
-                        return registry.module_dict[key]
-                    registry = registry.parent
-                raise UnknownTypeError(self.unknown_type_message(key))
+        if isinstance(key, str) and "." not in key:
+            # A bare name is a registered type or nothing. mmengine would fall back to
+            # importing it as a module path, so `'json' in HEADS` was True (the module).
+            registry: _MMRegistry | None = self
+            while registry is not None:
+                registry.import_from_location()  # lazy `locations` of reseg and of mmengine
+                if key in registry.module_dict:
+                    return registry.module_dict[key]
+                registry = registry.parent
+            raise UnknownTypeError(self.unknown_type_message(key))
         obj = super().get(key)
         if obj is None and isinstance(key, str):
             raise UnknownTypeError(self.unknown_type_message(key))

@@ -11,7 +11,7 @@ are excluded from scoring (ReasonSeg's value 255, ``specs/seg_token_family.md`` 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -38,11 +38,11 @@ class Query:
     text: str
     masks: np.ndarray
     is_sentence: bool = False
-    ignore: Optional[np.ndarray] = None
-    answer: Optional[str] = None
+    ignore: np.ndarray | None = None
+    answer: str | None = None
     exists: bool = True
-    reference_masks: Optional[np.ndarray] = None
-    pool_labels: Optional[np.ndarray] = None
+    reference_masks: np.ndarray | None = None
+    pool_labels: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -72,7 +72,7 @@ class Sample:
     image: np.ndarray
     queries: list[Query]
     task: str = "res"
-    candidate_masks: Optional[np.ndarray] = None
+    candidate_masks: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -105,7 +105,7 @@ class QueryPrediction:
     scores: Any = None
     exists: bool = True
     text: str = ""
-    selected: Optional[list[int]] = None
+    selected: list[int] | None = None
     pool: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -122,10 +122,7 @@ class QueryPrediction:
             m = m.detach().cpu()
             m = m.numpy() if m.dtype == torch.bool else m.float().numpy()
         m = np.asarray(m)
-        if m.dtype == bool:
-            b = m
-        else:
-            b = m >= threshold if inclusive else m > threshold
+        b = m if m.dtype == bool else m >= threshold if inclusive else m > threshold
         if b.ndim == 2:
             return b
         if b.shape[0] == 0:

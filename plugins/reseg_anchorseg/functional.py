@@ -24,14 +24,21 @@ Maps are indexed ``[y, x]``.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import torch
 import torch.nn.functional as F
 
 # the image-token geometry every head shares (and READ's similarity) lives in the core
-from reseg.models.image_tokens import (ASPECTS, full_resolution_map, mask_to_token_grid,  # noqa: F401
-                                       minmax_normalize, preprocess_shape, similarity_map)
+from reseg.models.image_tokens import (  # noqa: F401
+    ASPECTS,
+    full_resolution_map,
+    mask_to_token_grid,
+    minmax_normalize,
+    preprocess_shape,
+    similarity_map,
+)
 
 #: K, the number of latent tokens before each ``[SEG]`` (§1.2: ``--latent_token_num`` 7).
 ANCHORSEG_NUM_LATENTS = 7
@@ -74,7 +81,7 @@ def query_bank_positions(
     seg_id: int,
     num_latents: int,
     convention: str = "previous",
-    latent_ids: Optional[Sequence[int]] = None,
+    latent_ids: Sequence[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Where the anchor and latent queries of every ``[SEG]`` are read, in reading order (§1.3).
 
@@ -243,7 +250,7 @@ def gaussian_soft_target(masks: torch.Tensor, ksize: int = GAUSSIAN_KSIZE,
 
 
 # ------------------------------------------------------------------------------ TMCC losses (§1.7)
-def soft_bce(pred: torch.Tensor, target: torch.Tensor, pos_weight: Optional[float] = None,
+def soft_bce(pred: torch.Tensor, target: torch.Tensor, pos_weight: float | None = None,
              inputs: str = "logits") -> torch.Tensor:
     """Per-mask pixel mean of the (positive-weighted) binary cross-entropy against soft targets.
 

@@ -25,7 +25,7 @@ The math is in :mod:`reseg_anchorseg.functional`.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -35,9 +35,20 @@ from reseg.models.image_tokens import check_frame
 from reseg.models.losses import MASK_COUNT_EPS
 from reseg.structures import Sample
 
-from .functional import (ANCHORSEG_NUM_LATENTS, ASPECTS, GAUSSIAN_KSIZE, GAUSSIAN_SIGMA, LATENT_TOKEN, TMCC_INPUTS,
-                         check_latent_tokens, m2t_loss, minmax_normalize, prior_full_resolution, t2m_loss,
-                         to_sam_mask_frame)
+from .functional import (
+    ANCHORSEG_NUM_LATENTS,
+    ASPECTS,
+    GAUSSIAN_KSIZE,
+    GAUSSIAN_SIGMA,
+    LATENT_TOKEN,
+    TMCC_INPUTS,
+    check_latent_tokens,
+    m2t_loss,
+    minmax_normalize,
+    prior_full_resolution,
+    t2m_loss,
+    to_sam_mask_frame,
+)
 
 #: AnchorSeg's released loss weights: CE 1.0, BCE 2.0, Dice 2.0 (§1.8; the code default for Dice is 0.5).
 ANCHORSEG_DICE_WEIGHT = 2.0
@@ -86,7 +97,7 @@ class AnchorSegHead(SegTokenHead):
                  gaussian_ksize: int = GAUSSIAN_KSIZE, gaussian_sigma: float = GAUSSIAN_SIGMA,
                  slot_embedding: bool = True, mask_token_embedding: bool = True,
                  train_mask_downscaling: bool = True, skip_empty_targets: bool = True,
-                 image_aspect: Optional[str] = None, return_priors: bool = True,
+                 image_aspect: str | None = None, return_priors: bool = True,
                  dice_weight: float = ANCHORSEG_DICE_WEIGHT, **seg_kwargs) -> None:
         super().__init__(dice_weight=dice_weight, **seg_kwargs)
         if isinstance(num_latents, bool) or not isinstance(num_latents, int) or num_latents < 1:
@@ -113,9 +124,9 @@ class AnchorSegHead(SegTokenHead):
         self.skip_empty_targets = skip_empty_targets
         self.image_aspect = image_aspect
         self.return_priors = return_priors
-        self.latent_projection: Optional[SegProjection] = None
-        self.slot_pos: Optional[nn.Parameter] = None
-        self.mask_token_pos: Optional[nn.Parameter] = None
+        self.latent_projection: SegProjection | None = None
+        self.slot_pos: nn.Parameter | None = None
+        self.mask_token_pos: nn.Parameter | None = None
 
     def setup(self, lmm, mask_source) -> None:
         super().setup(lmm, mask_source)
@@ -196,7 +207,7 @@ class AnchorSegHead(SegTokenHead):
         over the batch's non-empty targets (§1.8)."""
         losses = {"loss_text": self.text_loss(batch, self.ce_weight)}
         zero = outputs["sim"].sum() * 0.0
-        tmcc = {k: zero for k in TMCC_TERMS}
+        tmcc = dict.fromkeys(TMCC_TERMS, zero)
         n_tmcc = 0
         kept_logits, kept_targets = [], []
         for i, (lg, t) in enumerate(zip(outputs["masks"], targets.masks)):

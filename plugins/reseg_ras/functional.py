@@ -6,7 +6,7 @@ lists them with the alternatives.
 from __future__ import annotations
 
 import re
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -108,7 +108,7 @@ def parse_indices(text: str, n: int) -> tuple[list[int], int]:
 
 
 def candidate_labels(candidates: np.ndarray, gt_masks: np.ndarray, rule: str = "coverage", thr: float = 0.5,
-                     given: Optional[np.ndarray] = None) -> np.ndarray:
+                     given: np.ndarray | None = None) -> np.ndarray:
     """``[N] uint8`` training labels of a pool for one query's GT group (§2.4 L).
 
     ``given`` (the dataset's ``Query.pool_labels`` for its own pool) is used when its length matches the

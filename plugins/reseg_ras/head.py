@@ -20,7 +20,7 @@ no second copy, and the LMM *generates* the 1-based indices of the selected cand
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,7 +74,7 @@ class RASHead(BaseHead):
 
     def __init__(self, stage: str = "select", pos_weight: float = RF.POS_WEIGHT,
                  threshold: float = RF.SELECT_THRESHOLD, top1_tasks: tuple[str, ...] = ("res",),
-                 label_rule: str = "coverage", label_thr: float = 0.5, classifier_hidden: Optional[int] = None,
+                 label_rule: str = "coverage", label_thr: float = 0.5, classifier_hidden: int | None = None,
                  system_prompt: str = "", question: str = "{text}", caption_key: str = "caption") -> None:
         super().__init__()
         if stage not in STAGES:
@@ -103,7 +103,7 @@ class RASHead(BaseHead):
         self.question = question
         self.caption_key = caption_key
 
-    def setup(self, lmm: nn.Module, mask_source: Optional[nn.Module]) -> None:
+    def setup(self, lmm: nn.Module, mask_source: nn.Module | None) -> None:
         super().setup(lmm, mask_source)
         d = lmm.hidden_size
         mask_source.set_output_dim(d)
@@ -234,7 +234,7 @@ class RASARHead(RASHead):
         self.needs_logits = True  # trained with the text loss
         self.empty_answer = empty_answer
 
-    def setup(self, lmm: nn.Module, mask_source: Optional[nn.Module]) -> None:
+    def setup(self, lmm: nn.Module, mask_source: nn.Module | None) -> None:
         super().setup(lmm, mask_source)
         del self.classifier  # the baseline answers in text
 

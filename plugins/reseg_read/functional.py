@@ -19,7 +19,8 @@ pad-to-square with the image centred, as :class:`reseg.models.lmm.LlavaLMM` does
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import numpy as np
 import torch
@@ -27,8 +28,7 @@ import torch.nn.functional as F
 
 # the image-token geometry every head shares lives in the core; READ's chain is built on it (and these
 # names stay importable from here)
-from reseg.models.image_tokens import (crop_margins, full_resolution_map, minmax_normalize,  # noqa: F401
-                                       similarity_map)
+from reseg.models.image_tokens import crop_margins, full_resolution_map, minmax_normalize, similarity_map  # noqa: F401
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -197,7 +197,7 @@ def extreme_points(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
 
 # ------------------------------------------------------------------------------ DtoC
 def _tilted_shift(values: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, kernel: str,
-                  valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+                  valid: torch.Tensor | None = None) -> torch.Tensor:
     """``sum_u w(u) (u - q)`` with ``w ∝ exp(S~(u) - k(|u - q|))`` normalised over the given pixels.
 
     ``values [P, U]`` are S~ at the pixels, ``dx, dy [P, U]`` their offsets from the point.
@@ -211,7 +211,7 @@ def _tilted_shift(values: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, kern
 
 
 def dtoc(points: torch.Tensor, smap: torch.Tensor, kernel: str = "gaussian",
-         window: Optional[int] = None) -> torch.Tensor:
+         window: int | None = None) -> torch.Tensor:
     """Discrete-to-continuous sampling (§2.3 step 8), over a window around each point.
 
     For an integer point q and pixels u of the image, ``q^ = sum_u u exp(S~(u) - |u - q|^2) /
@@ -284,7 +284,7 @@ def similarity_as_points(
     stat_k: float = PAPER_STAT_K,
     use_dtoc: bool = True,
     kernel: str = "gaussian",
-    window: Optional[int] = None,
+    window: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SasP for the ``n`` ``[SEG]`` states of one image (§2.3 steps 3-9).
 
@@ -325,7 +325,7 @@ def _count_above(rank: np.ndarray, n: int) -> np.ndarray:
 
 
 def best_threshold_mask(
-    smap: ArrayLike, gt: ArrayLike, ignore: Optional[ArrayLike] = None,
+    smap: ArrayLike, gt: ArrayLike, ignore: ArrayLike | None = None,
     thresholds: Sequence[float] = S_IOU_THRESHOLDS,
 ) -> tuple[float, np.ndarray]:
     """The S-IoU mask of one query: ``smap >= t`` at the ``t`` that maximises its IoU with ``gt``

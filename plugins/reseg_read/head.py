@@ -9,15 +9,24 @@ extra loss: the mask loss reaches the LLM through the points too.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from reseg.models.heads import HeadBatch, SegTokenHead
 from reseg.models.image_tokens import ImageTokenFrame, check_frame, full_resolution_map
 
-from .functional import (ASPECTS, DTOC_KERNELS, DTOC_WINDOW, PAPER_STAT_K, READ7B_DOWN_SAMPLE, READ7B_NUM_POINTS,
-                         READ_T_NEG, READ_T_POS, THRESHOLD_MODES, similarity_as_points, to_sam_frame)
+from .functional import (
+    ASPECTS,
+    DTOC_KERNELS,
+    DTOC_WINDOW,
+    PAPER_STAT_K,
+    READ7B_DOWN_SAMPLE,
+    READ7B_NUM_POINTS,
+    READ_T_NEG,
+    READ_T_POS,
+    THRESHOLD_MODES,
+    similarity_as_points,
+    to_sam_frame,
+)
 
 
 def _bad(key: str, expected: str, got) -> ValueError:
@@ -52,8 +61,8 @@ class READHead(SegTokenHead):
     def __init__(self, num_points: int = READ7B_NUM_POINTS, down_sample: int = READ7B_DOWN_SAMPLE,
                  thresholds: str = "fixed", t_pos: float = READ_T_POS, t_neg: float = READ_T_NEG,
                  stat_k: float = PAPER_STAT_K, dtoc: bool = True, dtoc_kernel: str = "gaussian",
-                 dtoc_window: Optional[int] = None, seg_prompt: bool = True,
-                 image_aspect: Optional[str] = None, return_similarity: bool = True, **seg_kwargs) -> None:
+                 dtoc_window: int | None = None, seg_prompt: bool = True,
+                 image_aspect: str | None = None, return_similarity: bool = True, **seg_kwargs) -> None:
         super().__init__(**seg_kwargs)
         self.return_similarity = bool(return_similarity)
         if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 1:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import random
-from typing import Any, Optional
+from typing import Any
 
 from reseg.structures import Sample
 
@@ -34,10 +34,10 @@ class ResegDataset:
     #: mmengine-style class metainfo.
     METAINFO: dict[str, Any] = RESEG_METAINFO
 
-    def __init__(self, test_mode: bool = False, seed: Optional[int] = None) -> None:
+    def __init__(self, test_mode: bool = False, seed: int | None = None) -> None:
         self.test_mode = bool(test_mode)
         self.seed = seed
-        self._own_rng: Optional[random.Random] = random.Random(seed) if seed is not None else None
+        self._own_rng: random.Random | None = random.Random(seed) if seed is not None else None
         self.info: dict[str, Any] = {}
 
     @property

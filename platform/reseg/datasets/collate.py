@@ -13,7 +13,8 @@ conversations as an uninterrupted one. ``MixedDataset`` sets its own seed from `
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from mmengine.registry import FUNCTIONS as MMENGINE_FUNCTIONS
 

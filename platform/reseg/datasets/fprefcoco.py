@@ -22,7 +22,7 @@ kept in ``Query.meta``; ``meta['ann_ids']`` stays the ref's real annotation.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from reseg.datasets.io import DatasetFormatError, PathLike
 from reseg.datasets.refer import RefCOCODataset
@@ -82,12 +82,12 @@ class FPRefCOCODataset(RefCOCODataset):
         self,
         data_root: PathLike,
         dataset: str = "fprefcoco",
-        split_by: Optional[str] = None,
+        split_by: str | None = None,
         split: str = "val",
-        image_dir: Optional[PathLike] = None,
+        image_dir: PathLike | None = None,
         test_mode: bool = False,
         num_queries_per_sample: int = 3,
-        seed: Optional[int] = None,
+        seed: int | None = None,
     ) -> None:
         if split_by is None:
             split_by = SESAME_SPLIT_BY.get(str(dataset), "berkeley_exclude_unified")

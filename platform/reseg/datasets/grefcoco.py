@@ -20,8 +20,6 @@ drawn targets are all empty is not done here).
 """
 from __future__ import annotations
 
-from typing import Optional
-
 from reseg.datasets.io import PathLike
 from reseg.datasets.refer import RefCOCODataset
 from reseg.registry import DATASETS
@@ -53,10 +51,10 @@ class GRefCOCODataset(RefCOCODataset):
         dataset: str = "grefcoco",
         split_by: str = "unc",
         split: str = "val",
-        image_dir: Optional[PathLike] = None,
+        image_dir: PathLike | None = None,
         test_mode: bool = False,
         num_queries_per_sample: int = 3,
-        seed: Optional[int] = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__(data_root, dataset=dataset, split_by=split_by, split=split, image_dir=image_dir,
                          test_mode=test_mode, num_queries_per_sample=num_queries_per_sample, seed=seed)

@@ -29,8 +29,9 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -183,8 +184,8 @@ class MaskGroupsDataset(ResegDataset):
         self,
         data_root: PathLike,
         split: str = "validation",
-        ann_file: Optional[PathLike] = None,
-        image_dir: Optional[PathLike] = None,
+        ann_file: PathLike | None = None,
+        image_dir: PathLike | None = None,
         group_index: int = 0,
         ref_field: str = "ref_mask",
         ref_token: str = "<mask_ref>",
@@ -197,7 +198,7 @@ class MaskGroupsDataset(ResegDataset):
         num_queries_per_sample: int = 3,
         mask_size_mismatch: str = "error",
         dataset_name: str = "MaskGroups-HQ",
-        seed: Optional[int] = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__(test_mode=test_mode, seed=seed)
         if int(num_queries_per_sample) < 1:
@@ -228,7 +229,7 @@ class MaskGroupsDataset(ResegDataset):
 
     # -- files -------------------------------------------------------------------------------------
 
-    def _find_ann_file(self, ann_file: Optional[PathLike]) -> Path:
+    def _find_ann_file(self, ann_file: PathLike | None) -> Path:
         if ann_file is not None:
             p = resolve_under(self.data_root, ann_file)
             if not p.is_file():
@@ -244,7 +245,7 @@ class MaskGroupsDataset(ResegDataset):
             f"{self.data_root} (record files there: {', '.join(found) or 'none'}; or set ann_file=...)"
         )
 
-    def _find_image_dir(self, image_dir: Optional[PathLike]) -> Path:
+    def _find_image_dir(self, image_dir: PathLike | None) -> Path:
         if image_dir is not None:
             return require_dir(resolve_under(self.data_root, image_dir), "MaskGroups image folder (image_dir)")
         for name in DEFAULT_IMAGE_DIRS:
@@ -257,7 +258,7 @@ class MaskGroupsDataset(ResegDataset):
 
     # -- parsing -----------------------------------------------------------------------------------
 
-    def _query_text(self, record: dict[str, Any], where: str) -> tuple[str, Optional[str]]:
+    def _query_text(self, record: dict[str, Any], where: str) -> tuple[str, str | None]:
         conv = require_key(record, "conversations", where, "LLaVA-style [{from, value}] turns")
         if not isinstance(conv, list):
             raise DatasetFormatError(f"{where}: 'conversations' must be a list, got {type(conv).__name__}")
@@ -290,7 +291,7 @@ class MaskGroupsDataset(ResegDataset):
             raise DatasetFormatError(f"{where}: {key!r} must be a list of COCO RLE dicts, got {type(value).__name__}")
         return value
 
-    def _check_sizes(self, rles: Sequence[Any], field: str, where: str, size: Optional[tuple]) -> Optional[tuple]:
+    def _check_sizes(self, rles: Sequence[Any], field: str, where: str, size: tuple | None) -> tuple | None:
         for j, rle in enumerate(rles):
             s = rle_size(rle, f"{where}: {field}[{j}]")
             if size is None:

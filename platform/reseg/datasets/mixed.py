@@ -21,7 +21,8 @@ draws; it reaches the workers when they are re-created each epoch (``persistent_
 from __future__ import annotations
 
 import random
-from typing import Any, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, Union
 
 import numpy as np
 
@@ -68,10 +69,10 @@ class MixedDataset(ResegDataset):
 
     def __init__(
         self,
-        datasets: Sequence[Union[DatasetLike, Sequence[DatasetLike]]],
-        rates: Optional[Sequence[float]] = None,
-        length: Optional[int] = None,
-        seed: Optional[int] = None,
+        datasets: Sequence[DatasetLike | Sequence[DatasetLike]],
+        rates: Sequence[float] | None = None,
+        length: int | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__(test_mode=False, seed=seed)
         if not datasets:

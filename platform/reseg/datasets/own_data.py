@@ -55,7 +55,7 @@ import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -134,7 +134,7 @@ class OwnImage:
     file_name: str
     height: int
     width: int
-    split: Optional[str]
+    split: str | None
     objects: list[OwnObject] = field(default_factory=list)
     queries: list[OwnQuery] = field(default_factory=list)
 
@@ -142,7 +142,7 @@ class OwnImage:
 # -- reading and validating ------------------------------------------------------------------------
 
 
-def _fail(where: str, field_name: Optional[str], problem: str, expected: str = "") -> OwnDataError:
+def _fail(where: str, field_name: str | None, problem: str, expected: str = "") -> OwnDataError:
     """``<file>, line <n>: field '<field>': <problem>; expected <what>`` (no field: the line itself)."""
     tail = f"; expected {expected}" if expected else ""
     head = f"field '{field_name}': " if field_name else ""
@@ -153,7 +153,7 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _check_keys(record: Any, allowed: tuple[str, ...], where: str, field_name: Optional[str], what: str) -> dict:
+def _check_keys(record: Any, allowed: tuple[str, ...], where: str, field_name: str | None, what: str) -> dict:
     if not isinstance(record, dict):
         raise _fail(where, field_name, f"got {type(record).__name__}", f"a JSON object ({what})")
     unknown = sorted(set(record) - set(allowed))
@@ -325,7 +325,7 @@ def _parse_line(record: dict, n: int, where: str, root: Path) -> OwnImage:
     return img
 
 
-def read_own_data(jsonl: PathLike, image_root: Optional[PathLike] = None) -> list[OwnImage]:
+def read_own_data(jsonl: PathLike, image_root: PathLike | None = None) -> list[OwnImage]:
     """Read and validate an own-data JSONL file (schema in the module docstring).
 
     Args:
@@ -491,7 +491,7 @@ def _clear(ann_dir: Path, image_dir: Path, mode: str) -> None:
 def convert_own_data(
     jsonl: PathLike,
     out: PathLike,
-    image_root: Optional[PathLike] = None,
+    image_root: PathLike | None = None,
     copy_images: bool = False,
     dataset: str = DEFAULT_DATASET,
     val_fraction: float = 0.1,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -84,7 +84,7 @@ class ReasonSegDataset(ResegDataset):
         split: str = "val",
         test_mode: bool = False,
         num_queries_per_sample: int = 1,
-        seed: Optional[int] = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__(test_mode=test_mode, seed=seed)
         if int(num_queries_per_sample) < 1:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -113,10 +113,10 @@ class RefCOCODataset(ResegDataset):
         dataset: str = "refcoco",
         split_by: str = "unc",
         split: str = "val",
-        image_dir: Optional[PathLike] = None,
+        image_dir: PathLike | None = None,
         test_mode: bool = False,
         num_queries_per_sample: int = 3,
-        seed: Optional[int] = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__(test_mode=test_mode, seed=seed)
         if int(num_queries_per_sample) < 1:

@@ -44,7 +44,7 @@ class _PlainDataUnpickler(pickle.Unpickler):
         super().__init__(file, encoding=encoding, errors="strict")
         self._source = source
 
-    def find_class(self, module: str, name: str) -> Any:  # noqa: D401 (pickle API)
+    def find_class(self, module: str, name: str) -> Any:
         raise UnsafePickleError(self._source, f"{module}.{name}")
 
     def persistent_load(self, pid: Any) -> Any:

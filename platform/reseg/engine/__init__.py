@@ -3,4 +3,4 @@ from .checkpoint import PlainCheckpointHook, SafeCheckpointHook, latest_checkpoi
 from .determinism import StepSeedHook, write_run_report
 from .visualization import SegVisualizationHook, overlay_panel
 
-__all__ = ["PlainCheckpointHook", "SafeCheckpointHook", "latest_checkpoint", "SegVisualizationHook", "StepSeedHook", "write_run_report", "load_checkpoint_file", "overlay_panel"]
+__all__ = ["PlainCheckpointHook", "SafeCheckpointHook", "SegVisualizationHook", "StepSeedHook", "latest_checkpoint", "load_checkpoint_file", "overlay_panel", "write_run_report"]

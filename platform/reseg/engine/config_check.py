@@ -28,7 +28,7 @@ The rules (docs/getting_started.md, "The config is what runs"):
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 __all__ = ["ConfigRefused", "check_run_config", "config_problems", "dataset_problems", "deepspeed_settings"]
 
@@ -45,7 +45,7 @@ class ConfigRefused(ValueError):
     """A config reseg does not run as written; the message has one line per problem."""
 
 
-def _type_name(t: Any) -> Optional[str]:
+def _type_name(t: Any) -> str | None:
     """``'mmengine.CheckpointHook'``, ``'CheckpointHook'`` or the class itself -> ``'CheckpointHook'``."""
     if t is None:
         return None
@@ -54,7 +54,7 @@ def _type_name(t: Any) -> Optional[str]:
     return getattr(t, "__name__", str(t))
 
 
-def _autocasts(wrapper_type: Any) -> Optional[bool]:
+def _autocasts(wrapper_type: Any) -> bool | None:
     """Whether an optim wrapper type runs the forward under autocast (None: unknown type)."""
     from mmengine.optim import AmpOptimWrapper, OptimWrapper
 
@@ -101,7 +101,7 @@ def _scope_problems(cfg: Any) -> list[str]:
             f"fills it in); set default_scope='reseg' ({_RUNTIME})"]
 
 
-def _hook_class(t: Any) -> Optional[type]:
+def _hook_class(t: Any) -> type | None:
     """The hook class a config's ``type`` names (a class, or a name reseg's or mmengine's registry knows)."""
     if isinstance(t, type):
         return t
@@ -309,7 +309,7 @@ def dataset_problems(cfg: Any, training: bool = True) -> list[str]:
 
 
 def config_problems(cfg: Any, launcher: str = "none", training: bool = True,
-                    cuda: Optional[bool] = None) -> list[str]:
+                    cuda: bool | None = None) -> list[str]:
     """Every reason reseg refuses ``cfg`` as written, one line each (empty: it runs as written).
 
     Args:
@@ -332,7 +332,7 @@ def config_problems(cfg: Any, launcher: str = "none", training: bool = True,
     return out
 
 
-def check_run_config(cfg: Any, launcher: str = "none", training: bool = True, cuda: Optional[bool] = None) -> None:
+def check_run_config(cfg: Any, launcher: str = "none", training: bool = True, cuda: bool | None = None) -> None:
     """Raise :class:`ConfigRefused` listing every problem :func:`config_problems` finds, then any
     missing dataset folder (:func:`dataset_problems`)."""
     problems = config_problems(cfg, launcher=launcher, training=training, cuda=cuda)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import glob
 import math
 import os
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 #: Keys plotted by default: the training losses and the headline metrics.
 DEFAULT_PATTERNS = ("loss", "seg/gIoU", "seg/cIoU")
@@ -60,7 +60,7 @@ def select_keys(keys: Sequence[str], patterns: Sequence[str] = DEFAULT_PATTERNS)
 
 
 def plot_curves(series: dict[str, list[tuple[int, float]]], keys: Sequence[str], out: str,
-                title: Optional[str] = None) -> str:
+                title: str | None = None) -> str:
     """One panel per key (value against iteration) in a grid, saved to ``out`` (PNG); returns ``out``."""
     missing = [k for k in keys if k not in series]
     if missing or not keys:

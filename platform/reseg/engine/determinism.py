@@ -19,7 +19,7 @@ import platform as std_platform
 import subprocess
 import sys
 from importlib import metadata
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from mmengine.hooks import Hook
@@ -51,7 +51,7 @@ class StepSeedHook(Hook):
         torch.manual_seed(step_seed(runner.seed, runner.iter))
 
 
-def _git(args: list[str], cwd: str) -> Optional[str]:
+def _git(args: list[str], cwd: str) -> str | None:
     try:
         out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
@@ -59,9 +59,9 @@ def _git(args: list[str], cwd: str) -> Optional[str]:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def package_versions(names=REPORT_PACKAGES) -> dict[str, Optional[str]]:
+def package_versions(names=REPORT_PACKAGES) -> dict[str, str | None]:
     """Installed version of each distribution (None when it is not installed)."""
-    out: dict[str, Optional[str]] = {}
+    out: dict[str, str | None] = {}
     for name in names:
         try:
             out[name] = metadata.version(name)
@@ -70,7 +70,7 @@ def package_versions(names=REPORT_PACKAGES) -> dict[str, Optional[str]]:
     return out
 
 
-def run_report(cfg, seed: Optional[int] = None, argv: Optional[list[str]] = None) -> dict[str, Any]:
+def run_report(cfg, seed: int | None = None, argv: list[str] | None = None) -> dict[str, Any]:
     """What is needed to repeat a run (see :func:`write_run_report`)."""
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     commit = _git(["rev-parse", "HEAD"], repo)
@@ -93,7 +93,7 @@ def run_report(cfg, seed: Optional[int] = None, argv: Optional[list[str]] = None
     )
 
 
-def write_run_report(runner, argv: Optional[list[str]] = None) -> str:
+def write_run_report(runner, argv: list[str] | None = None) -> str:
     """Write ``<work_dir>/run_report.json`` (a resumed run writes ``run_report.resume-<iter>.json``
     beside it instead of overwriting the first one). Returns the path."""
     report = run_report(runner.cfg, seed=runner.seed, argv=argv)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from typing import Optional
 
 import torch
 from mmengine.config import Config
@@ -155,7 +154,7 @@ def remove_test_log(runner) -> None:
         shutil.rmtree(log_dir, ignore_errors=True)
 
 
-def build_runner(cfg: Config, work_dir: Optional[str] = None, resume: bool | str = False,
+def build_runner(cfg: Config, work_dir: str | None = None, resume: bool | str = False,
                  launcher: str = "none", training: bool = True):
     """An mmengine ``Runner`` (or ``FlexibleRunner``) for ``cfg``, which must run as written.
 
@@ -177,9 +176,9 @@ def build_runner(cfg: Config, work_dir: Optional[str] = None, resume: bool | str
 
     check_run_config(cfg, launcher=launcher, training=training)
     load_plugins()
-    import reseg.datasets  # noqa: F401  (register loaders and collate functions)
-    import reseg.engine  # noqa: F401
-    import reseg.evaluation  # noqa: F401
+    import reseg.datasets
+    import reseg.engine
+    import reseg.evaluation
     import reseg.models  # noqa: F401
 
     cfg = copy.deepcopy(cfg)

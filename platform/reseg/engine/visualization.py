@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -27,7 +27,7 @@ CANDIDATE_COLOR = (90, 160, 255)
 HALO_COLOR = (0, 0, 0)
 
 
-def blend(image: np.ndarray, mask: Optional[np.ndarray], color: Sequence[int], alpha: float = 0.5) -> np.ndarray:
+def blend(image: np.ndarray, mask: np.ndarray | None, color: Sequence[int], alpha: float = 0.5) -> np.ndarray:
     """``image`` (``[H, W, 3] uint8``) with ``mask`` (``[H, W] bool``) tinted and outlined in ``color``
     over a dark halo (a red prediction on a red object would otherwise not show)."""
     out = image.copy()
@@ -58,7 +58,7 @@ def pool_overlay(image: np.ndarray, pool: np.ndarray, selected: Sequence[int], s
     h, w = out.shape[:2]
     up = (lambda m: cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)) \
         if scale != 1 else (lambda m: m)
-    chosen = set(int(i) for i in selected)
+    chosen = {int(i) for i in selected}
     for i in range(pool.shape[0]):
         if i in chosen:
             continue
@@ -108,10 +108,10 @@ def _wrap(text: str, width_px: int, scale: float) -> list[str]:
     return lines or [""]
 
 
-def overlay_panel(image: np.ndarray, gt: Optional[np.ndarray], pred: Optional[np.ndarray], text: str,
+def overlay_panel(image: np.ndarray, gt: np.ndarray | None, pred: np.ndarray | None, text: str,
                   extra: str = "", min_height: int = 256,
-                  heatmaps: Optional[dict[str, np.ndarray]] = None, show_gt: bool = True,
-                  pool: Optional[tuple[np.ndarray, Sequence[int]]] = None) -> np.ndarray:
+                  heatmaps: dict[str, np.ndarray] | None = None, show_gt: bool = True,
+                  pool: tuple[np.ndarray, Sequence[int]] | None = None) -> np.ndarray:
     """Three panels (image | ground truth | prediction), then one per heat-map (``{name: [H, W]}`` in
     [0, 1]), then, with ``pool=(candidates [N, H, W], selected)``, the candidate pool with the selected
     group highlighted (:func:`pool_overlay`), above the query text, as ``[H', W', 3] uint8``.
@@ -181,7 +181,7 @@ class SegVisualizationHook(Hook):
 
     priority = "LOW"
 
-    def __init__(self, out_dir: Optional[str] = None, max_images: int = 8, during_val: bool = False) -> None:
+    def __init__(self, out_dir: str | None = None, max_images: int = 8, during_val: bool = False) -> None:
         self.out_dir = out_dir
         self.max_images = max_images
         self.during_val = during_val

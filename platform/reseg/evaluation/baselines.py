@@ -16,7 +16,8 @@
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from mmengine.dataset import ConcatDataset
@@ -35,7 +36,7 @@ def _leaf_datasets(dataset) -> list[tuple[Any, int]]:
     return [(dataset, i) for i in range(len(dataset))]
 
 
-def _largest(masks: Optional[np.ndarray], s: Sample) -> Optional[list[np.ndarray]]:
+def _largest(masks: np.ndarray | None, s: Sample) -> list[np.ndarray] | None:
     """The largest of ``masks`` (``[n, H, W]``) for every query; None when there are no masks to use."""
     if masks is None:
         return None
@@ -44,7 +45,7 @@ def _largest(masks: Optional[np.ndarray], s: Sample) -> Optional[list[np.ndarray
     return [big for _ in s.queries]
 
 
-def _union(masks: Optional[np.ndarray], s: Sample) -> Optional[list[np.ndarray]]:
+def _union(masks: np.ndarray | None, s: Sample) -> list[np.ndarray] | None:
     """The union of ``masks`` (``[n, H, W]``) for every query; None when there are no masks to use."""
     if masks is None:
         return None
@@ -53,7 +54,7 @@ def _union(masks: Optional[np.ndarray], s: Sample) -> Optional[list[np.ndarray]]
     return [fg for _ in s.queries]
 
 
-def _predictors() -> dict[str, Callable[[Any, int, Sample], Optional[list[np.ndarray]]]]:
+def _predictors() -> dict[str, Callable[[Any, int, Sample], list[np.ndarray] | None]]:
     def objects(ds, i):
         return ds.object_masks(i) if hasattr(ds, "object_masks") else None
 

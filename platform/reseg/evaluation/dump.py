@@ -26,7 +26,8 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from mmengine.hooks import Hook
@@ -165,8 +166,8 @@ class PredictionDumper:
 
     def write(
         self,
-        entries: Optional[Iterable[Sequence[Mapping[str, Any]]]] = None,
-        meta: Optional[Mapping[str, Any]] = None,
+        entries: Iterable[Sequence[Mapping[str, Any]]] | None = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> str:
         """Write the records (``entries``, default the collected ones) and, with ``meta``, the sidecar.
 
@@ -195,7 +196,7 @@ class PredictionDumper:
         return self.path
 
 
-def _float_list(scores: Any) -> Optional[list[float]]:
+def _float_list(scores: Any) -> list[float] | None:
     if scores is None:
         return None
     if hasattr(scores, "detach"):
@@ -241,7 +242,7 @@ def load_predictions(path: str) -> PredictionTable:
     return table
 
 
-def _selected_pool(pred: QueryPrediction, sample: Sample) -> Optional[str]:
+def _selected_pool(pred: QueryPrediction, sample: Sample) -> str | None:
     """Which pool a selection indexes: ``'dataset'`` (the sample's own candidates) or ``'model'`` (a pool
     the model proposed itself, which the dump does not keep); None without a selection."""
     if pred.selected is None:
@@ -254,7 +255,7 @@ def _selected_pool(pred: QueryPrediction, sample: Sample) -> Optional[str]:
 
 
 def record_to_prediction(
-    record: Optional[Mapping[str, Any]], size: tuple[int, int]
+    record: Mapping[str, Any] | None, size: tuple[int, int]
 ) -> QueryPrediction:
     """The :class:`QueryPrediction` a record stands for (bool masks at ``size``).
 
@@ -408,7 +409,7 @@ def dump_threshold_mismatches(table: PredictionTable, metrics: Sequence[Any]) ->
 
 # -- the runner hook -------------------------------------------------------------------------------
 
-def _metric_binarisation(metrics: Iterable[Any]) -> Optional[tuple[float, bool]]:
+def _metric_binarisation(metrics: Iterable[Any]) -> tuple[float, bool] | None:
     """The one (threshold, inclusive) the metrics share; None if none binarises; error if they differ."""
     seen = {
         (float(m.threshold), bool(getattr(m, "inclusive_threshold", False)))
@@ -445,8 +446,8 @@ class DumpPredictionsHook(Hook):
     def __init__(
         self,
         out_file: str,
-        threshold: Optional[float] = None,
-        inclusive_threshold: Optional[bool] = None,
+        threshold: float | None = None,
+        inclusive_threshold: bool | None = None,
         overwrite: bool = False,
     ) -> None:
         if os.path.exists(out_file) and not overwrite:
@@ -457,7 +458,7 @@ class DumpPredictionsHook(Hook):
         self.threshold = threshold
         self.inclusive_threshold = inclusive_threshold
         self.overwrite = bool(overwrite)
-        self.dumper: Optional[PredictionDumper] = None
+        self.dumper: PredictionDumper | None = None
 
     def before_test(self, runner) -> None:
         shared = (0.0, False)

@@ -19,8 +19,9 @@ Scores are fractions in [0, 1]; papers print 100x these.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -76,11 +77,11 @@ class QueryStats:
     pred_empty: bool
     gt_area: int = 0
     pred_area: int = 0
-    gt_exists: Optional[bool] = None
-    pred_exists: Optional[bool] = None
-    group: Optional[str] = None
-    hybrid: Optional[bool] = None
-    n_selected: Optional[int] = None
+    gt_exists: bool | None = None
+    pred_exists: bool | None = None
+    group: str | None = None
+    hybrid: bool | None = None
+    n_selected: int | None = None
 
 
 def _ratio(num: float, den: float) -> float:
@@ -109,7 +110,7 @@ def _as_bool_numpy(mask: ArrayLike, name: str) -> np.ndarray:
 
 
 def _scored_pixels(
-    pred: ArrayLike, gt: ArrayLike, ignore: Optional[ArrayLike]
+    pred: ArrayLike, gt: ArrayLike, ignore: ArrayLike | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(pred, gt)`` as ``[H, W] bool`` numpy arrays with the ignored pixels cleared."""
     pred_b = _as_bool_numpy(pred, "pred")
@@ -206,7 +207,7 @@ def resize_nearest(mask: ArrayLike, size: tuple[int, int]) -> np.ndarray:
 
 
 def intersection_union(
-    pred: ArrayLike, gt: ArrayLike, ignore: Optional[ArrayLike] = None
+    pred: ArrayLike, gt: ArrayLike, ignore: ArrayLike | None = None
 ) -> tuple[int, int]:
     """Foreground intersection and union of one query, ignored pixels excluded.
 
@@ -257,16 +258,16 @@ def query_iou(
 def query_stats(
     pred: ArrayLike,
     gt: ArrayLike,
-    ignore: Optional[ArrayLike] = None,
+    ignore: ArrayLike | None = None,
     *,
     empty_union_iou: float = 1.0,
     eps: float = LISA_IOU_EPS,
-    gt_exists: Optional[bool] = None,
-    pred_exists: Optional[bool] = None,
-    group: Optional[str] = None,
-    size: Optional[tuple[int, int]] = None,
-    hybrid: Optional[bool] = None,
-    n_selected: Optional[int] = None,
+    gt_exists: bool | None = None,
+    pred_exists: bool | None = None,
+    group: str | None = None,
+    size: tuple[int, int] | None = None,
+    hybrid: bool | None = None,
+    n_selected: int | None = None,
 ) -> QueryStats:
     """The :class:`QueryStats` of one query (:func:`intersection_union` + :func:`query_iou`).
 
@@ -399,7 +400,7 @@ def gres_term(
     s: QueryStats,
     nt_mode: str = "rela",
     grefcoco: bool = True,
-    iou_eps: Optional[float] = None,
+    iou_eps: float | None = None,
 ) -> GRESTerm:
     """One record's gIoU term, cIoU I/U and no-target outcome (``seg_token_family.md`` §4.3-4.5).
 
@@ -442,7 +443,7 @@ def summarize_gres(
     stats: Sequence[QueryStats],
     nt_mode: str = "rela",
     grefcoco: bool = True,
-    iou_eps: Optional[float] = None,
+    iou_eps: float | None = None,
     pr_thresholds: Sequence[float] = RELA_PR_THRESHOLDS,
 ) -> dict[str, Any]:
     """gRefCOCO scores under a no-target convention (``seg_token_family.md`` §4.3, §4.4).

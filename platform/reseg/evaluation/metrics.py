@@ -28,7 +28,8 @@ returns numbers only, as mmengine requires). A metric only says how one query is
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from mmengine.evaluator import BaseMetric
@@ -97,7 +98,7 @@ class QueryStatsMetric(BaseMetric):
         collect_device, prefix, collect_dir: as in :class:`~mmengine.evaluator.BaseMetric`.
     """
 
-    default_prefix: Optional[str] = None
+    default_prefix: str | None = None
     #: The spec sections whose official code the defaults reproduce.
     reference: str = ""
     #: Whether ``process`` needs ``predictions`` in the model outputs.
@@ -117,13 +118,13 @@ class QueryStatsMetric(BaseMetric):
         threshold: float = 0.0,
         inclusive_threshold: bool = False,
         use_ignore: bool = True,
-        eval_size: Optional[Sequence[int]] = None,
-        tasks: Optional[Sequence[str]] = None,
-        split_by: Optional[str] = None,
-        split_names: Optional[Mapping[Any, str]] = None,
+        eval_size: Sequence[int] | None = None,
+        tasks: Sequence[str] | None = None,
+        split_by: str | None = None,
+        split_names: Mapping[Any, str] | None = None,
         collect_device: str = "cpu",
-        prefix: Optional[str] = None,
-        collect_dir: Optional[str] = None,
+        prefix: str | None = None,
+        collect_dir: str | None = None,
     ) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix, collect_dir=collect_dir)
         self.threshold = float(threshold)
@@ -133,8 +134,8 @@ class QueryStatsMetric(BaseMetric):
             eval_size = tuple(int(v) for v in eval_size)
             if len(eval_size) != 2 or min(eval_size) <= 0:
                 raise ValueError(f"eval_size must be (h, w) with h, w > 0, got {eval_size}.")
-        self.eval_size: Optional[tuple[int, int]] = eval_size  # type: ignore[assignment]
-        self.tasks: Optional[tuple[str, ...]] = None if tasks is None else tuple(tasks)
+        self.eval_size: tuple[int, int] | None = eval_size  # type: ignore[assignment]
+        self.tasks: tuple[str, ...] | None = None if tasks is None else tuple(tasks)
         self.split_by = split_by
         if split_names is None and split_by is not None:
             split_names = DEFAULT_SPLIT_NAMES.get(split_by)
@@ -183,7 +184,7 @@ class QueryStatsMetric(BaseMetric):
         unscored = 0
         if self.tasks is None or sample.task in self.tasks:
             if self.needs_predictions:
-                predictions: list[Optional[QueryPrediction]] = list(
+                predictions: list[QueryPrediction | None] = list(
                     self._predictions_of(sample, output)
                 )
             else:
@@ -197,8 +198,8 @@ class QueryStatsMetric(BaseMetric):
         return {"sample_id": sample.sample_id, "queries": records, "n_unscored": unscored}
 
     def _score(
-        self, sample: Sample, q_idx: int, query: Query, prediction: Optional[QueryPrediction]
-    ) -> Optional[QueryStats]:  # pragma: no cover - abstract
+        self, sample: Sample, q_idx: int, query: Query, prediction: QueryPrediction | None
+    ) -> QueryStats | None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _samples_of(self, data_batch: Any) -> list[Sample]:
@@ -242,7 +243,7 @@ class QueryStatsMetric(BaseMetric):
             )
         return predictions
 
-    def _group_of(self, sample: Sample, query: Query) -> Optional[str]:
+    def _group_of(self, sample: Sample, query: Query) -> str | None:
         key = self.split_by
         if key is None:
             return None
@@ -344,7 +345,7 @@ class SegIoUMetric(QueryStatsMetric):
             ``False`` scores its masks anyway (GSVA's re-evaluated masks).
     """
 
-    default_prefix: Optional[str] = "seg"
+    default_prefix: str | None = "seg"
     reference = "seg_token_family.md §1.8, §4.5; platform_research.md §C6 (LISA validate)"
     _convention_keys = (
         "empty_union_iou",
@@ -362,14 +363,14 @@ class SegIoUMetric(QueryStatsMetric):
         iou_eps: float = LISA_IOU_EPS,
         giou_eps: float = LISA_GIOU_EPS,
         ciou_eps: float = LISA_CIOU_EPS,
-        split_by: Optional[str] = None,
-        split_names: Optional[Mapping[Any, str]] = None,
+        split_by: str | None = None,
+        split_names: Mapping[Any, str] | None = None,
         collect_device: str = "cpu",
-        prefix: Optional[str] = None,
-        collect_dir: Optional[str] = None,
+        prefix: str | None = None,
+        collect_dir: str | None = None,
         use_ignore: bool = True,
-        eval_size: Optional[Sequence[int]] = None,
-        tasks: Optional[Sequence[str]] = None,
+        eval_size: Sequence[int] | None = None,
+        tasks: Sequence[str] | None = None,
         rejected_as_empty: bool = True,
     ) -> None:
         super().__init__(
@@ -443,7 +444,7 @@ class GRESMetric(QueryStatsMetric):
         collect_device, prefix, collect_dir: see :class:`QueryStatsMetric`.
     """
 
-    default_prefix: Optional[str] = "gres"
+    default_prefix: str | None = "gres"
     reference = "seg_token_family.md §4.3 (GSVA eval_gres), §4.4 (ReLA), §4.5; platform_research.md §C6"
     _convention_keys = ("nt_mode", "grefcoco", "pred_exists", "pr_thresholds", "iou_eps")
 
@@ -453,7 +454,7 @@ class GRESMetric(QueryStatsMetric):
         grefcoco: bool = True,
         pred_exists: str = "flag",
         pr_thresholds: Sequence[float] = RELA_PR_THRESHOLDS,
-        iou_eps: Optional[float] = None,
+        iou_eps: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -472,7 +473,7 @@ class GRESMetric(QueryStatsMetric):
     ) -> QueryStats:
         masks = self._binary_masks(sample, q_idx, prediction)
         if self.pred_exists == "flag":
-            decision: Optional[bool] = bool(prediction.exists)
+            decision: bool | None = bool(prediction.exists)
         elif self.pred_exists == "mask":
             decision = None  # derived from the scored mask (functional.pred_has_target)
         else:
@@ -522,7 +523,7 @@ class FalsePremiseMetric(QueryStatsMetric):
         collect_device, prefix, collect_dir: see :class:`QueryStatsMetric`.
     """
 
-    default_prefix: Optional[str] = "fp"
+    default_prefix: str | None = "fp"
     reference = "seg_token_family.md §3.3 (SESAME eval_sesame.py), §4.5; platform_research.md §C6"
     _convention_keys = ("first_mask_only", "empty_union_iou", "iou_eps", "giou_eps", "ciou_eps")
 
@@ -603,7 +604,7 @@ class ORESMetric(QueryStatsMetric):
         collect_device, prefix, collect_dir: see :class:`QueryStatsMetric`.
     """
 
-    default_prefix: Optional[str] = "ores"
+    default_prefix: str | None = "ores"
     reference = "anchorseg_ras.md §2.5; platform_research.md §C5"
     _convention_keys = ("use_selected", "rejected_as_empty", "empty_union_iou", "iou_eps")
 
@@ -687,7 +688,7 @@ class PoolOracleMetric(QueryStatsMetric):
             see :class:`QueryStatsMetric`.
     """
 
-    default_prefix: Optional[str] = "oracle"
+    default_prefix: str | None = "oracle"
     reference = "anchorseg_ras.md §2.5 (oracle cIoU of the candidate pool; protocol a guess)"
     needs_predictions = False
     _convention_keys = ("rule", "thr", "empty_union_iou")
@@ -707,8 +708,8 @@ class PoolOracleMetric(QueryStatsMetric):
         self.empty_union_iou = float(empty_union_iou)
 
     def _score(
-        self, sample: Sample, q_idx: int, query: Query, prediction: Optional[QueryPrediction]
-    ) -> Optional[QueryStats]:
+        self, sample: Sample, q_idx: int, query: Query, prediction: QueryPrediction | None
+    ) -> QueryStats | None:
         if sample.candidate_masks is None:
             return None
         pool = np.asarray(sample.candidate_masks, dtype=bool)

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import numbers
 import warnings
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -18,8 +18,8 @@ indexed ``[y, x]``; token grids are row-major.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -63,8 +63,8 @@ class ImageTokenFrame:
         return mask_to_token_grid(masks, self.grid, self.input_size, self.aspect)
 
 
-def check_frame(frame: Optional[ImageTokenFrame], head: str, wanted_aspect: Optional[str],
-                aspects: Sequence[str], consequence: str) -> Optional[ImageTokenFrame]:
+def check_frame(frame: ImageTokenFrame | None, head: str, wanted_aspect: str | None,
+                aspects: Sequence[str], consequence: str) -> ImageTokenFrame | None:
     """Check that a head that maps per-token values back onto the image can use ``frame``.
 
     ``frame.aspect`` must be one the head handles (``aspects``), and the head's own ``image_aspect``
@@ -117,7 +117,7 @@ def similarity_map(
     return torch.einsum("nd,npd->np", states.float(), image_states[rows].float())
 
 
-def minmax_normalize(x: torch.Tensor, valid: Optional[torch.Tensor] = None, fill: float = 0.0) -> torch.Tensor:
+def minmax_normalize(x: torch.Tensor, valid: torch.Tensor | None = None, fill: float = 0.0) -> torch.Tensor:
     """``(x - min) / (max - min)`` along the last dimension (seg_token_family.md §2.3 steps 3a and 4b).
 
     READ's code adds no epsilon; a constant row (which carries no location) gives 0 instead of its NaN.

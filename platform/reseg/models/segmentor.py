@@ -10,7 +10,7 @@ answers), reads every mask slot's hidden state by the head's read rule, hands th
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,9 +44,9 @@ class ReasoningSegmentor(BaseModel):
         max_new_tokens: generation budget in ``'generate'`` mode.
     """
 
-    def __init__(self, lmm: dict, head: dict, mask_source: Optional[dict] = None,
+    def __init__(self, lmm: dict, head: dict, mask_source: dict | None = None,
                  val_mode: str = "teacher_forcing", max_new_tokens: int = 32,
-                 data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
+                 data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if val_mode not in ("teacher_forcing", "generate"):
             raise ValueError(f"model.val_mode must be 'teacher_forcing' or 'generate', got {val_mode!r}")
@@ -88,7 +88,7 @@ class ReasoningSegmentor(BaseModel):
                 self.lmm.encode(c.prompt, c.answer, with_image=c.with_image) for c in batch.conversations])
         return batch
 
-    def _input_embeddings(self, batch: HeadBatch, input_ids: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    def _input_embeddings(self, batch: HeadBatch, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(positions [C, L], values [K, D])`` of the head's :attr:`input_token`, checked per conversation."""
         token = self.head.input_token
         if token is None:
@@ -281,7 +281,7 @@ class ReasoningSegmentor(BaseModel):
 
 def assemble(batch: HeadBatch, preds: HeadPredictions) -> list[list[QueryPrediction]]:
     """Per sample, one :class:`QueryPrediction` per query from a head's per-slot (or per-conversation) answers."""
-    out: list[list[Optional[QueryPrediction]]] = [[None] * len(s.queries) for s in batch.samples]
+    out: list[list[QueryPrediction | None]] = [[None] * len(s.queries) for s in batch.samples]
     texts = preds.texts if preds.texts is not None else (batch.texts or [""] * len(batch.conversations))
     for c, conv in enumerate(batch.conversations):
         i = int(batch.conv_image[c])

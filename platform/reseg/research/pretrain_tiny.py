@@ -420,8 +420,8 @@ def train_llava(args) -> None:
     from mmengine.registry import DefaultScope
 
     from reseg.datasets.io import read_json
-    from reseg.registry import DATASETS, LMMS
     from reseg.models.heads import templates as T
+    from reseg.registry import DATASETS, LMMS
 
     DefaultScope.get_instance("pretrain_tiny_llava", scope_name="reseg")
     out_file = os.path.join(args.out, "llava_tiny.pth")

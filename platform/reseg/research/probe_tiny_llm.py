@@ -46,8 +46,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from reseg.registry import LMMS
     from reseg.models.heads import templates as T
+    from reseg.registry import LMMS
 
     full, rng = probe_setup(args.config, args.seed, "probe_tiny_llm")
     cfg = full.model.lmm.to_dict()

@@ -70,7 +70,7 @@ def metric_configs(evaluator_cfg: Any) -> list[dict]:
 
 def apply_metric_options(cfgs: list[dict], options: dict, registry) -> list[dict]:
     """Set each option on the metrics that accept it; an option no metric accepts is an error."""
-    used = {k: False for k in options}
+    used = dict.fromkeys(options, False)
     out = []
     for c in cfgs:
         c = dict(c)
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     from reseg.plugins import load_plugins
 
     load_plugins()
-    import reseg.datasets  # noqa: F401  (register loaders)
+    import reseg.datasets
     import reseg.evaluation  # noqa: F401  (register metrics)
     from reseg.evaluation.dump import (
         build_dataset,

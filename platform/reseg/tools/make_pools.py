@@ -29,11 +29,10 @@ import dataclasses
 import datetime
 import hashlib
 import inspect
-import json
 import os
 import sys
 import time
-from typing import Any, Optional
+from typing import Any
 
 from mmengine.config import Config, ConfigDict
 
@@ -110,7 +109,7 @@ def in_test_mode(ds_cfg: Any) -> Any:
         try:
             cls = DATASETS.get(typ) if isinstance(typ, str) else typ
             params = inspect.signature(cls).parameters if cls is not None else {}
-        except Exception:  # noqa: BLE001 - an unknown type fails later, when the dataset is built
+        except Exception:
             params = {}
         if "test_mode" in params:
             c["test_mode"] = True
@@ -189,7 +188,7 @@ def main(argv=None) -> int:
     scored: set[str] = set()
     sizes: list[int] = []
     seconds = 0.0
-    last: Optional[tuple[str, Any]] = None  # (key value, masks) of the previous sample's image
+    last: tuple[str, Any] | None = None  # (key value, masks) of the previous sample's image
     bar = tqdm(total=len(dataset), desc="pools", unit="sample", dynamic_ncols=True)
     try:
         with PoolFileWriter(args.out, key=args.key, header=header, overwrite=args.overwrite) as writer:

@@ -302,7 +302,7 @@ def test_every_seg_of_an_answer_gets_k_consecutive_latents(model):
             assert ids[col - K: col] == head.latent_ids
     assert head.build_conversations(s, "generate")[0].answer is None  # generated at inference
     # the latents are supervised by the text loss like any answer token (§1.2)
-    ids, labels = lmm.encode(*[(c.prompt, c.answer) for c in head.build_conversations(s, "train")][0])
+    ids, labels = lmm.encode(*next((c.prompt, c.answer) for c in head.build_conversations(s, "train")))
     assert all(labels[ids.index(t)] == t for t in head.latent_ids)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reseg.registry import MODELS
 from reseg.models.segmentor import assemble
+from reseg.registry import MODELS
 from reseg_lisa.head import LISAHead
 from tiny import tiny_model_cfg, toy_sample
 

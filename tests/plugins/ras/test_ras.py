@@ -14,7 +14,7 @@ import torch
 
 from reseg_ras import functional as RF
 from script_runner import run_script
-from tiny import ras_model_cfg, tiny_lmm_cfg, tiny_tokenizer_cfg
+from tiny import ras_model_cfg
 
 REPO = Path(__file__).resolve().parents[3]
 

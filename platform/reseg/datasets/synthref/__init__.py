@@ -16,4 +16,4 @@ Modules, in the order the generator uses them:
 from reseg.datasets.synthref.generator import GENERATOR_VERSION, META_FILE, SynthRefConfig, generate_synthref
 from reseg.datasets.synthref.vqa import SynthVQADataset
 
-__all__ = ["GENERATOR_VERSION", "META_FILE", "SynthRefConfig", "generate_synthref", "SynthVQADataset"]
+__all__ = ["GENERATOR_VERSION", "META_FILE", "SynthRefConfig", "SynthVQADataset", "generate_synthref"]

@@ -37,7 +37,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from reseg.datasets.io import PathLike
 from reseg.datasets.synthref.candidate_pools import PoolConfig
@@ -194,7 +194,7 @@ def _write_refer_family(writer: ReferWriter, task, cfg: SynthRefConfig, counts: 
     return {s: dict(sorted(v.items())) for s, v in stats.items()}
 
 
-def generate_synthref(out: PathLike, cfg: Optional[SynthRefConfig] = None, workers: int = 1,
+def generate_synthref(out: PathLike, cfg: SynthRefConfig | None = None, workers: int = 1,
                       overwrite: bool = False) -> dict[str, Any]:
     """Write the synthetic benchmark under ``out`` (layout in the module docstring); return the meta.
 

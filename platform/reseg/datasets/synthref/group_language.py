@@ -17,7 +17,6 @@ group membership is exact, and relations must hold or fail clearly (``relation_h
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Optional
 
 import numpy as np
 
@@ -58,7 +57,7 @@ def _counted(sg: str, pl: str, n: int) -> list[str]:
     return texts
 
 
-def _unique_name(scene: Scene, j: int) -> Optional[RefExpr]:
+def _unique_name(scene: Scene, j: int) -> RefExpr | None:
     """The shortest attribute expression (colour / kind / both) that picks out object ``j`` alone."""
     o = scene.objects[j]
     for e in (RefExpr(o.colour, None), RefExpr(None, o.kind), RefExpr(o.colour, o.kind)):
@@ -67,21 +66,21 @@ def _unique_name(scene: Scene, j: int) -> Optional[RefExpr]:
     return None
 
 
-def _bases(scene: Scene, min_size: int = 2) -> list[tuple[Optional[str], Optional[str]]]:
+def _bases(scene: Scene, min_size: int = 2) -> list[tuple[str | None, str | None]]:
     """(colour, kind) groups to quantify over: everything, and each colour / kind with enough members."""
-    out: list[tuple[Optional[str], Optional[str]]] = [(None, None)]
+    out: list[tuple[str | None, str | None]] = [(None, None)]
     out += [(c, None) for c in COLOURS if len(group(scene, c, None)) >= min_size]
     out += [(None, k) for k in KINDS if len(group(scene, None, k)) >= min_size]
     return out
 
 
-def _base_nouns(colour: Optional[str], kind: Optional[str]) -> tuple[str, str]:
+def _base_nouns(colour: str | None, kind: str | None) -> tuple[str, str]:
     if kind:
         return (f"{colour} {kind}" if colour else kind), plural(f"{colour} {kind}" if colour else kind)
     return (f"{colour} shape" if colour else "shape"), (f"{colour} shapes" if colour else "shapes")
 
 
-def relation_outcome(scene: Scene, members: list[int], landmark: int, relation: str) -> Optional[tuple[int, ...]]:
+def relation_outcome(scene: Scene, members: list[int], landmark: int, relation: str) -> tuple[int, ...] | None:
     """The members clearly ``relation`` of ``landmark``, or None if any member is unclear."""
     outcomes = [relation_holds(scene.objects[i], scene.objects[landmark], relation) for i in members]
     if any(o is None for o in outcomes):
@@ -182,7 +181,7 @@ def choose_texts(cand: GroupCandidate, rng: np.random.Generator, max_texts: int)
 
 
 def pick_by_strategy(cands: list[GroupCandidate], rng: np.random.Generator,
-                     weights: Optional[dict[str, float]] = None) -> Optional[GroupCandidate]:
+                     weights: dict[str, float] | None = None) -> GroupCandidate | None:
     """A candidate: first a strategy (uniform, or by ``weights`` over those present), then uniformly."""
     strategies = sorted({c.strategy for c in cands})
     if not strategies:
@@ -198,7 +197,7 @@ def pick_by_strategy(cands: list[GroupCandidate], rng: np.random.Generator,
 # -- false premises ----------------------------------------------------------------------------------
 
 
-def false_premise_variant(expr: RefExpr, scene: Scene, rng: np.random.Generator) -> Optional[RefExpr]:
+def false_premise_variant(expr: RefExpr, scene: Scene, rng: np.random.Generator) -> RefExpr | None:
     """``expr`` with one attribute changed so that it names an object that is not in ``scene``.
 
     The colour or kind of the described object (or of its landmark) is swapped for one such that no

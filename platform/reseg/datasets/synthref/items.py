@@ -28,7 +28,7 @@ of workers. :mod:`.generator` calls these functions and hands their results to t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -168,7 +168,7 @@ class ReasonItem:
     record: dict[str, Any]
 
 
-def _ignore_region(scene: Scene, target: int, rng: np.random.Generator) -> Optional[np.ndarray]:
+def _ignore_region(scene: Scene, target: int, rng: np.random.Generator) -> np.ndarray | None:
     """An int ``[4, 2]`` box over part of a non-target object (or background), away from the target."""
     h, w = scene.height, scene.width
     keep_out = cv2.dilate(scene.objects[target].visible_mask.astype(np.uint8),
@@ -194,7 +194,7 @@ def _choose_rule(cfg: SynthRefConfig, rng: np.random.Generator) -> tuple[Scene, 
     fams = list(REASON_FAMILIES)
     p = np.array([cfg.reason_family_weights.get(f, 0.0) for f in fams], dtype=np.float64)
     family = fams[int(rng.choice(len(fams), p=p / p.sum()))]
-    fallback: Optional[tuple[Scene, ReasonRule]] = None
+    fallback: tuple[Scene, ReasonRule] | None = None
     for _ in range(30):
         scene = sample_scene(rng, cfg.scene)
         rules = candidate_rules(scene)
@@ -259,7 +259,7 @@ def _single_candidates(scene: Scene, rng: np.random.Generator, limit: int, max_s
 
 
 def _pick_distinct(cands: list[GroupCandidate], n: int, rng: np.random.Generator,
-                   weights: Optional[dict[str, float]] = None) -> list[GroupCandidate]:
+                   weights: dict[str, float] | None = None) -> list[GroupCandidate]:
     """Up to ``n`` candidates with different target sets (strategy first, then uniformly)."""
     out: list[GroupCandidate] = []
     left = list(cands)
@@ -373,14 +373,14 @@ def make_fp_item(cfg: SynthRefConfig, split: str, index: int) -> ReferItem:
 class MaskGroupsItem:
     """One MaskGroups image: split, file name, JPEG bytes and its records."""
 
-    __slots__ = ("split", "file_name", "jpeg", "records")
+    __slots__ = ("file_name", "jpeg", "records", "split")
 
     def __init__(self, split: str, file_name: str, jpeg: bytes, records: list[dict[str, Any]]) -> None:
         self.split, self.file_name, self.jpeg, self.records = split, file_name, jpeg, records
 
 
 def _mg_query(scene: Scene, rng: np.random.Generator, cfg: SynthRefConfig
-              ) -> tuple[Optional[GroupCandidate], Optional[int]]:
+              ) -> tuple[GroupCandidate | None, int | None]:
     """A query's target candidate and its reference object (None for text-only queries)."""
     u = rng.random()
     if u < cfg.mg_reference_prob:

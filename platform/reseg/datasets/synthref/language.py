@@ -12,8 +12,8 @@ colour by a familiar object ("coloured like a ripe banana"), a shape by a proper
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -45,12 +45,12 @@ class RefExpr:
     'above' | 'below', with an attribute-only ``landmark``) then selects one of them.
     """
 
-    colour: Optional[str] = None
-    kind: Optional[str] = None
-    size: Optional[str] = None
-    extreme: Optional[str] = None
-    relation: Optional[str] = None
-    landmark: Optional["RefExpr"] = None
+    colour: str | None = None
+    kind: str | None = None
+    size: str | None = None
+    extreme: str | None = None
+    relation: str | None = None
+    landmark: RefExpr | None = None
 
     @property
     def strategy(self) -> str:
@@ -63,7 +63,7 @@ class RefExpr:
         return "attribute"
 
 
-def group(scene: Scene, colour: Optional[str], kind: Optional[str]) -> list[int]:
+def group(scene: Scene, colour: str | None, kind: str | None) -> list[int]:
     """Indices of the objects matching ``colour`` and ``kind`` (None matches anything)."""
     return [
         i for i, o in enumerate(scene.objects)
@@ -71,7 +71,7 @@ def group(scene: Scene, colour: Optional[str], kind: Optional[str]) -> list[int]
     ]
 
 
-def _clear_max(values: list[float], margin: float) -> Optional[int]:
+def _clear_max(values: list[float], margin: float) -> int | None:
     """Position in ``values`` of the maximum if it beats the runner-up by ``margin``, else None."""
     order = np.argsort(values)[::-1]
     if len(values) < 2 or values[order[0]] - values[order[1]] < margin:
@@ -79,7 +79,7 @@ def _clear_max(values: list[float], margin: float) -> Optional[int]:
     return int(order[0])
 
 
-def _clear_ratio_max(full: list[float], visible: list[float]) -> Optional[int]:
+def _clear_ratio_max(full: list[float], visible: list[float]) -> int | None:
     order = np.argsort(full)[::-1]
     if len(full) < 2:
         return None
@@ -91,17 +91,17 @@ def _clear_ratio_max(full: list[float], visible: list[float]) -> Optional[int]:
     return a
 
 
-def largest_index(objs: Sequence[SceneObject]) -> Optional[int]:
+def largest_index(objs: Sequence[SceneObject]) -> int | None:
     """Index of the clearly largest object (full and visible area), or None."""
     return _clear_ratio_max([o.full_area for o in objs], [o.visible_area for o in objs])
 
 
-def smallest_index(objs: Sequence[SceneObject]) -> Optional[int]:
+def smallest_index(objs: Sequence[SceneObject]) -> int | None:
     """Index of the clearly smallest object (full and visible area), or None."""
     return _clear_ratio_max([1.0 / o.full_area for o in objs], [1.0 / o.visible_area for o in objs])
 
 
-def relation_holds(a: SceneObject, b: SceneObject, relation: str) -> Optional[bool]:
+def relation_holds(a: SceneObject, b: SceneObject, relation: str) -> bool | None:
     """Whether ``a`` is ``relation`` of ``b``: True (clearly), False (clearly not) or None (unclear).
 
     "left of": ``a``'s centroid is left of ``b``'s left edge and mostly sideways from ``b``'s centroid
@@ -127,7 +127,7 @@ def relation_holds(a: SceneObject, b: SceneObject, relation: str) -> Optional[bo
     return True if (yes and along) else None
 
 
-def resolve(expr: RefExpr, scene: Scene) -> Optional[int]:
+def resolve(expr: RefExpr, scene: Scene) -> int | None:
     """The one object ``expr`` clearly refers to in ``scene``, or None (none, several, or unclear)."""
     cands = group(scene, expr.colour, expr.kind)
     objs = scene.objects
@@ -165,7 +165,7 @@ def resolve(expr: RefExpr, scene: Scene) -> Optional[int]:
 # -- text ---------------------------------------------------------------------------------------------
 
 
-def _noun(colour: Optional[str], kind: Optional[str], rng: np.random.Generator, allow_one: bool = True) -> str:
+def _noun(colour: str | None, kind: str | None, rng: np.random.Generator, allow_one: bool = True) -> str:
     if colour and kind:
         return f"{colour} {kind}"
     if kind:
@@ -364,9 +364,9 @@ class ReasonRule:
     """A reasoning query's rule: ``family`` plus its ``colour`` / ``kind`` / ``superlative``."""
 
     family: str
-    colour: Optional[str] = None
-    kind: Optional[str] = None
-    superlative: Optional[str] = None
+    colour: str | None = None
+    kind: str | None = None
+    superlative: str | None = None
 
     @property
     def name(self) -> str:
@@ -374,7 +374,7 @@ class ReasonRule:
         return ":".join(parts)
 
 
-def rule_target(rule: ReasonRule, scene: Scene) -> Optional[int]:
+def rule_target(rule: ReasonRule, scene: Scene) -> int | None:
     """The one object ``rule`` selects in ``scene``, or None."""
     objs = scene.objects
     if rule.family in ("colour", "shape", "combo"):

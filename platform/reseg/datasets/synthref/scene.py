@@ -9,7 +9,6 @@ given generator state), :func:`render_scene` paints it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import cv2
 import numpy as np
@@ -80,7 +79,7 @@ class SceneObject:
     angle: float
     vertices: np.ndarray
     full_mask: np.ndarray
-    visible_mask: Optional[np.ndarray] = None
+    visible_mask: np.ndarray | None = None
 
     @property
     def category_id(self) -> int:
@@ -102,7 +101,7 @@ class SceneObject:
             ys, xs = np.nonzero(m)
             stats = dict(
                 full_area=int(self.full_mask.sum()),
-                visible_area=int(len(xs)),
+                visible_area=len(xs),
                 bbox=(int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())) if len(xs) else (0, 0, -1, -1),
                 centroid=(float(xs.mean()), float(ys.mean())) if len(xs) else (float("nan"), float("nan")),
             )
@@ -299,7 +298,7 @@ def sample_object(
                        vertices=verts, full_mask=fill_polygon(verts, h, w))
 
 
-def sample_scene(rng: np.random.Generator, cfg: Optional[SceneConfig] = None) -> Scene:
+def sample_scene(rng: np.random.Generator, cfg: SceneConfig | None = None) -> Scene:
     """Draw a scene: size, background, 2-5 objects with bounded occlusion (see :class:`SceneConfig`).
 
     Every object's visible part is at least ``min_visible_fraction`` of it, has at most
@@ -308,7 +307,7 @@ def sample_scene(rng: np.random.Generator, cfg: Optional[SceneConfig] = None) ->
     """
     cfg = cfg or SceneConfig()
     w = int(rng.integers(cfg.width_range[0], cfg.width_range[1] + 1))
-    h = int(round(w * float(rng.uniform(*cfg.aspect_range))))
+    h = round(w * float(rng.uniform(*cfg.aspect_range)))
     scene = Scene(width=w, height=h, background=_background(rng, h, w))
     n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
     kinds, colours = list(KINDS), list(COLOURS)

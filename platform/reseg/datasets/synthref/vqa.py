@@ -10,7 +10,7 @@ with up to ``num_queries_per_sample`` question/answer pairs (``Query.answer`` se
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +56,7 @@ class SynthVQADataset(RefCOCODataset):
 
     def __init__(self, data_root, dataset: str = "synthref", split_by: str = "unc", split: str = "train",
                  image_dir=None, test_mode: bool = False, num_queries_per_sample: int = 3,
-                 seed: Optional[int] = None) -> None:
+                 seed: int | None = None) -> None:
         super().__init__(data_root, dataset=dataset, split_by=split_by, split=split, image_dir=image_dir,
                          test_mode=test_mode, num_queries_per_sample=num_queries_per_sample, seed=seed)
         wanted = set(self._image_ids)

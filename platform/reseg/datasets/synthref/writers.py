@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from reseg.datasets.io import PathLike
 from reseg.datasets.safe_pickle import dump_pickle
@@ -54,7 +54,7 @@ class ReferWriter:
 
     def __init__(self, out: PathLike, dataset: str = "synthref", split_by: str = "unc",
                  refs_prefix: str = "refs", refs_format: str = "pickle",
-                 categories: Optional[list[dict[str, Any]]] = None, description: Optional[str] = None) -> None:
+                 categories: list[dict[str, Any]] | None = None, description: str | None = None) -> None:
         if refs_format not in ("pickle", "json"):
             raise ValueError(f"refs_format must be 'pickle' or 'json', got {refs_format!r}")
         self.root = Path(out) / "refer_seg"
@@ -75,7 +75,7 @@ class ReferWriter:
         """Every folder this writer owns (cleared by ``--overwrite``)."""
         return [self.image_dir, self.ann_dir]
 
-    def add_image(self, image: dict[str, Any], jpeg: Optional[bytes], annotations: list[dict[str, Any]],
+    def add_image(self, image: dict[str, Any], jpeg: bytes | None, annotations: list[dict[str, Any]],
                   refs: list[dict[str, Any]]) -> None:
         """Keep one COCO ``image`` record, its ``annotations`` and its ``refs``.
 

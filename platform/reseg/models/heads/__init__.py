@@ -1,10 +1,32 @@
 """The head contract and the building blocks heads share (see :mod:`reseg.models.heads.base`)."""
-from .base import (PREDICTION_MODES, READ_RULES, SLOT_KINDS, BaseHead, Conversation, HeadBatch, HeadPredictions,
-                   MaskSlot, SlotBatch, SlotTargets, mask_slot_targets)
+from .base import (
+                   PREDICTION_MODES,
+                   READ_RULES,
+                   SLOT_KINDS,
+                   BaseHead,
+                   Conversation,
+                   HeadBatch,
+                   HeadPredictions,
+                   MaskSlot,
+                   SlotBatch,
+                   SlotTargets,
+                   mask_slot_targets,
+)
 from .seg_token import SegProjection, SegTokenHead, seg_token_states
 
 __all__ = [
-    "BaseHead", "Conversation", "HeadBatch", "HeadPredictions", "MaskSlot", "SlotBatch", "SlotTargets",
-    "mask_slot_targets", "SegProjection", "SegTokenHead", "seg_token_states", "PREDICTION_MODES", "READ_RULES",
-    "SLOT_KINDS",
+                   "PREDICTION_MODES",
+                   "READ_RULES",
+                   "SLOT_KINDS",
+                   "BaseHead",
+                   "Conversation",
+                   "HeadBatch",
+                   "HeadPredictions",
+                   "MaskSlot",
+                   "SegProjection",
+                   "SegTokenHead",
+                   "SlotBatch",
+                   "SlotTargets",
+                   "mask_slot_targets",
+                   "seg_token_states",
 ]

@@ -19,8 +19,9 @@ outside the head.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,10 +61,10 @@ class MaskSlot:
     """
 
     query: int
-    instance: Optional[int] = None
-    token: Optional[str] = None
+    instance: int | None = None
+    token: str | None = None
     kind: str = "mask"
-    candidate: Optional[int] = None
+    candidate: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in SLOT_KINDS:
@@ -84,7 +85,7 @@ class Conversation:
     """
 
     prompt: str
-    answer: Optional[str]
+    answer: str | None
     query_ids: list[int]
     slots: list[MaskSlot] = field(default_factory=list)
     with_image: bool = True
@@ -115,13 +116,13 @@ class SlotBatch:
     def __len__(self) -> int:
         return len(self.slots)
 
-    def where(self, kind: Optional[str] = None, token: Optional[str] = None) -> "SlotBatch":
+    def where(self, kind: str | None = None, token: str | None = None) -> SlotBatch:
         """The slots of one ``kind`` (and ``token``), in the same order."""
         keep = [j for j, s in enumerate(self.slots)
                 if (kind is None or s.kind == kind) and (token is None or s.token == token)]
         return self.take(keep)
 
-    def take(self, index: Sequence[int]) -> "SlotBatch":
+    def take(self, index: Sequence[int]) -> SlotBatch:
         idx = torch.as_tensor(list(index), dtype=torch.long, device=self.conv.device)
         return SlotBatch([self.slots[j] for j in index], self.conv[idx], self.image[idx], self.position[idx],
                          self.read[idx], self.states[idx.to(self.states.device)], self.num_images)
@@ -148,7 +149,7 @@ class SlotTargets:
     """
 
     masks: list[torch.Tensor]
-    ignore: list[Optional[torch.Tensor]]
+    ignore: list[torch.Tensor | None]
     exists: torch.Tensor
 
 
@@ -172,14 +173,14 @@ class HeadPredictions:
         texts: per conversation, the answer text (None: the generated text, "" under teacher forcing).
     """
 
-    masks: Optional[list[torch.Tensor]] = None
-    exists: Optional[torch.Tensor] = None
-    scores: Optional[torch.Tensor] = None
+    masks: list[torch.Tensor] | None = None
+    exists: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
     heatmaps: dict[str, list[torch.Tensor]] = field(default_factory=dict)
-    selected: Optional[list[list[int]]] = None
-    candidate_probs: Optional[list[np.ndarray]] = None
-    extras: Optional[list[dict]] = None
-    texts: Optional[list[str]] = None
+    selected: list[list[int]] | None = None
+    candidate_probs: list[np.ndarray] | None = None
+    extras: list[dict] | None = None
+    texts: list[str] | None = None
 
 
 @dataclass
@@ -209,14 +210,14 @@ class HeadBatch:
     conversations: list[Conversation]
     conv_image: torch.Tensor
     image_feats: torch.Tensor
-    frames: list[Optional[ImageTokenFrame]]
-    mask_source: Optional[nn.Module] = None
+    frames: list[ImageTokenFrame | None]
+    mask_source: nn.Module | None = None
     tokens: dict[str, torch.Tensor] = field(default_factory=dict)
-    mask_embeddings: Optional[torch.Tensor] = None
+    mask_embeddings: torch.Tensor | None = None
     mask_sizes: list[tuple[int, int]] = field(default_factory=list)
     pool: Any = None
     lmm_out: dict[str, Any] = field(default_factory=dict)
-    slots: Optional[SlotBatch] = None
+    slots: SlotBatch | None = None
     texts: list[str] = field(default_factory=list)
     generated: list[list[int]] = field(default_factory=list)
 
@@ -240,8 +241,8 @@ class HeadBatch:
         return similarity_map(self.lmm_out["hidden"], self.lmm_out["image_positions"], slots.conv, slots.states)
 
     # ------------------------------------------------------------------ the mask decoder
-    def decode_image(self, image: int, sparse: torch.Tensor, points: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-                     dense: Optional[torch.Tensor] = None, mask_token_offset: Optional[torch.Tensor] = None
+    def decode_image(self, image: int, sparse: torch.Tensor, points: tuple[torch.Tensor, torch.Tensor] | None = None,
+                     dense: torch.Tensor | None = None, mask_token_offset: torch.Tensor | None = None
                      ) -> torch.Tensor:
         """``[n, H, W]`` logits at the original size of image ``image`` from ``n`` prompts (one decoder call).
 
@@ -279,7 +280,7 @@ class BaseHead(nn.Module):
     #: tokens the head adds to the tokenizer (e.g. ``("[SEG]",)``).
     special_tokens: tuple[str, ...] = ()
     #: the mask-source kind the head needs (``"sam_decoder"`` or ``"candidate_pool"``), or None.
-    mask_source_kind: Optional[str] = "sam_decoder"
+    mask_source_kind: str | None = "sam_decoder"
     #: which hidden state a slot reads (:data:`READ_RULES`).
     read_rule: str = "previous"
     #: tokens whose *generated* occurrences become ``'mask'`` slots in free generation.
@@ -288,12 +289,12 @@ class BaseHead(nn.Module):
     prediction_mode: str = "auto"
     #: a token whose occurrences in the input the head fills with its own embeddings
     #: (:meth:`input_embeddings`; RAS's mask tokens), or None.
-    input_token: Optional[str] = None
+    input_token: str | None = None
     #: whether the LM head must run over the sequence (text loss, or logits the head reads); False lets
     #: the backbone skip the vocabulary projection.
     needs_logits: bool = True
 
-    def setup(self, lmm: nn.Module, mask_source: Optional[nn.Module]) -> None:
+    def setup(self, lmm: nn.Module, mask_source: nn.Module | None) -> None:
         kind = getattr(mask_source, "kind", None)
         if self.mask_source_kind is not None and kind != self.mask_source_kind:
             raise TypeError(

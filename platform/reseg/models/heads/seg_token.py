@@ -10,7 +10,8 @@ drive the mask source), adding its own losses in :meth:`~SegTokenHead.loss_by_fe
 from __future__ import annotations
 
 import random
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -95,7 +96,7 @@ class SegTokenHead(BaseHead):
 
     def __init__(self, ce_weight: float = 1.0, bce_weight: float = 2.0, dice_weight: float = 0.5,
                  seg_convention: str = "previous", seg_per_instance: bool = False,
-                 system_prompt: str = T.SYSTEM_PROMPT, rej_token: Optional[str] = None,
+                 system_prompt: str = T.SYSTEM_PROMPT, rej_token: str | None = None,
                  rej_in_mask_loss: bool = True, short_questions: Sequence[str] = T.SHORT_QUESTIONS,
                  long_questions: Sequence[str] = T.LONG_QUESTIONS, answers: Sequence[str] = T.ANSWERS) -> None:
         super().__init__()
@@ -119,7 +120,7 @@ class SegTokenHead(BaseHead):
         self.read_rule = seg_convention
         self.mask_tokens = (self.seg_token,)
         self.seg_per_instance = seg_per_instance
-        self.projection: Optional[SegProjection] = None
+        self.projection: SegProjection | None = None
 
     def setup(self, lmm, mask_source) -> None:
         super().setup(lmm, mask_source)
@@ -184,7 +185,7 @@ class SegTokenHead(BaseHead):
         return losses
 
     def mask_loss(self, logits: list[torch.Tensor], targets: list[torch.Tensor], batch: HeadBatch,
-                  with_rejects: Optional[bool] = None) -> dict[str, torch.Tensor]:
+                  with_rejects: bool | None = None) -> dict[str, torch.Tensor]:
         """LISA's mask BCE / Dice over per-image logits and targets; with ``rej_in_mask_loss`` (or
         ``with_rejects``) each ``[REJ]`` slot adds a zero-logit mask against an empty target (GSVA §4.2)."""
         if self.rej_in_mask_loss if with_rejects is None else with_rejects:
@@ -198,7 +199,7 @@ class SegTokenHead(BaseHead):
         return mask_losses(logits, targets, self.bce_weight, self.dice_weight)
 
     # ------------------------------------------------------------------ prediction
-    def existence(self, batch: HeadBatch) -> Optional[torch.Tensor]:
+    def existence(self, batch: HeadBatch) -> torch.Tensor | None:
         """``[n]`` bool per mask slot: with ``[REJ]``, whether the argmax where the model chose the mask
         token (:attr:`decision_offset`) is anything but ``[REJ]`` (GSVA §4.3); None without ``[REJ]``."""
         if self.rej_id is None:

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,9 +96,9 @@ class LlavaLMM(nn.Module):
 
     def __init__(
         self,
-        pretrained: Optional[str] = None,
-        tiny: Optional[dict] = None,
-        lora: Optional[dict] = None,
+        pretrained: str | None = None,
+        tiny: dict | None = None,
+        lora: dict | None = None,
         trainable_modules: Sequence[str] = ("lm_head", "embed_tokens"),
         train_vision_tower: bool = False,
         train_projector: bool = False,
@@ -116,7 +117,7 @@ class LlavaLMM(nn.Module):
         self.share_image_prefix = bool(share_image_prefix)
         #: prefix length and number of distinct images of the last shared forward, or ``None`` if the
         #: last forward ran every conversation in full
-        self.last_shared_prefix: Optional[tuple[int, int]] = None
+        self.last_shared_prefix: tuple[int, int] | None = None
 
         if (pretrained is None) == (tiny is None):
             raise ValueError("LlavaLMM needs exactly one of `pretrained` (a local path) or `tiny` (a dict).")
@@ -158,10 +159,15 @@ class LlavaLMM(nn.Module):
 
     # ------------------------------------------------------------------ construction
     @staticmethod
-    def _build_tiny(vision: dict, text: dict, tokenizer_dir: str, vision_checkpoint: Optional[str] = None,
-                    checkpoint: Optional[str] = None, **llava_kwargs: Any):
-        from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                                  LlavaForConditionalGeneration)
+    def _build_tiny(vision: dict, text: dict, tokenizer_dir: str, vision_checkpoint: str | None = None,
+                    checkpoint: str | None = None, **llava_kwargs: Any):
+        from transformers import (
+            CLIPImageProcessor,
+            CLIPVisionConfig,
+            LlamaConfig,
+            LlavaConfig,
+            LlavaForConditionalGeneration,
+        )
 
         from reseg.paths import require_weights_file
 
@@ -249,7 +255,7 @@ class LlavaLMM(nn.Module):
                              "'default')")
         return ImageTokenFrame(grid=grid, input_size=int(v.image_size), aspect=self.image_aspect)
 
-    def image_token_frames(self, sizes: Sequence[tuple[int, int]]) -> list[Optional[ImageTokenFrame]]:
+    def image_token_frames(self, sizes: Sequence[tuple[int, int]]) -> list[ImageTokenFrame | None]:
         """Per image (original ``(H, W)``), its :class:`ImageTokenFrame`; None where there is no per-token grid."""
         try:
             frame = self.image_token_frame
@@ -282,7 +288,7 @@ class LlavaLMM(nn.Module):
             ids.append(enc[0])
         return ids
 
-    def encode(self, prompt: str, answer: Optional[str] = None, with_image: bool = True) -> tuple[list[int], list[int]]:
+    def encode(self, prompt: str, answer: str | None = None, with_image: bool = True) -> tuple[list[int], list[int]]:
         """Token ids and labels of one conversation.
 
         ``prompt`` is the full text up to and including the assistant tag, with one ``<image>``
@@ -355,7 +361,7 @@ class LlavaLMM(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def embed(self, input_ids: torch.Tensor, image_feats: torch.Tensor, image_index: torch.Tensor,
-              extra_embeds: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+              extra_embeds: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Token embeddings with each conversation's image tokens replaced by its image's features.
 
         Args:
@@ -391,8 +397,8 @@ class LlavaLMM(nn.Module):
         attention_mask: torch.Tensor,
         image_feats: torch.Tensor,
         image_index: torch.Tensor,
-        labels: Optional[torch.Tensor] = None,
-        extra_embeds: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+        labels: torch.Tensor | None = None,
+        extra_embeds: tuple[torch.Tensor, torch.Tensor] | None = None,
         with_logits: bool = True,
     ) -> dict[str, torch.Tensor]:
         """Run the LLM on a batch of conversations.
@@ -436,7 +442,7 @@ class LlavaLMM(nn.Module):
         return res
 
     def _shared_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_index: torch.Tensor,
-                       extra_embeds: Optional[tuple[torch.Tensor, torch.Tensor]]):
+                       extra_embeds: tuple[torch.Tensor, torch.Tensor] | None):
         """``(P, representatives, group)`` when the first ``P`` tokens (through the last image token) can
         run once per image, else ``None`` (see ``share_image_prefix`` in the class docstring).
 
@@ -501,7 +507,7 @@ class LlavaLMM(nn.Module):
         image_feats: torch.Tensor,
         image_index: torch.Tensor,
         max_new_tokens: int = 32,
-        extra_embeds: Optional[Sequence[Optional[tuple[torch.Tensor, torch.Tensor]]]] = None,
+        extra_embeds: Sequence[tuple[torch.Tensor, torch.Tensor] | None] | None = None,
     ) -> list[list[int]]:
         """Greedy decoding of a batch of conversations at once.
 

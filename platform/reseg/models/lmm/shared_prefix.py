@@ -19,8 +19,8 @@ the caller then runs the plain forward.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Optional
 
 import torch
 import torch.nn as nn
@@ -30,7 +30,7 @@ from torch.utils.checkpoint import checkpoint
 ATTENTION = ("sdpa", "eager")
 
 
-def unsupported(lm: nn.Module) -> Optional[str]:
+def unsupported(lm: nn.Module) -> str | None:
     """Why :func:`forward_checkpointed` cannot stand in for ``lm``'s own forward, or ``None`` if it can."""
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaModel
 
@@ -55,7 +55,7 @@ class _PrefixKeyValues:
 
     def __init__(self, group: torch.Tensor) -> None:
         self.group = group
-        self.prefix: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+        self.prefix: tuple[torch.Tensor, torch.Tensor] | None = None
         self.updates = 0
 
     def update(self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int, *args, **kwargs):

@@ -9,6 +9,7 @@ the same ``from_pretrained`` code path loads it as loads a real LLaVA tokenizer.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import string
 
@@ -95,10 +96,8 @@ def build_tiny_tokenizer(save_dir: str | os.PathLike, vocab_size: int = 1024):
     save_dir.mkdir(parents=True, exist_ok=True)
     tmp = save_dir.with_name(save_dir.name + f".tmp{os.getpid()}")
     fast.save_pretrained(str(tmp))
-    try:
+    with contextlib.suppress(OSError):
         os.replace(tmp, save_dir) if not save_dir.exists() or not any(save_dir.iterdir()) else None
-    except OSError:
-        pass
     if tmp.exists():  # another process won the race, or save_dir existed: copy files in
         for f in tmp.iterdir():
             os.replace(f, save_dir / f.name)

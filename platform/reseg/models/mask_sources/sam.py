@@ -8,9 +8,9 @@ original image size (spec seg_token_family.md §1.2 step 8).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ def build_sam(
     variant: str = "vit_h",
     image_size: int = 1024,
     prompt_dim: int = 256,
-    encoder: Optional[dict] = None,
+    encoder: dict | None = None,
     decoder_depth: int = 2,
     decoder_mlp_dim: int = 2048,
     decoder_heads: int = 8,
@@ -127,10 +127,10 @@ class SAMMaskSource(nn.Module):
     def __init__(
         self,
         variant: str = "vit_h",
-        checkpoint: Optional[str] = None,
+        checkpoint: str | None = None,
         image_size: int = 1024,
         prompt_dim: int = 256,
-        encoder: Optional[dict] = None,
+        encoder: dict | None = None,
         decoder_depth: int = 2,
         decoder_mlp_dim: int = 2048,
         decoder_heads: int = 8,
@@ -199,9 +199,9 @@ class SAMMaskSource(nn.Module):
         self,
         embedding: torch.Tensor,
         sparse: torch.Tensor,
-        points: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-        dense: Optional[torch.Tensor] = None,
-        mask_token_offset: Optional[torch.Tensor] = None,
+        points: tuple[torch.Tensor, torch.Tensor] | None = None,
+        dense: torch.Tensor | None = None,
+        mask_token_offset: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode ``n`` masks for one image.
 

@@ -12,4 +12,4 @@ Masks in files are COCO RLE through :mod:`reseg.masks.rle`.
 from . import proposers, tokenizer  # noqa: F401  (registers the PROPOSERS and MASK_ENCODERS)
 from .source import POOL_MODES, CandidatePoolSource, PoolBatch
 
-__all__ = ["CandidatePoolSource", "PoolBatch", "POOL_MODES"]
+__all__ = ["POOL_MODES", "CandidatePoolSource", "PoolBatch"]

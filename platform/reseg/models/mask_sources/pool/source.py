@@ -17,8 +17,9 @@ image's candidates once, however many queries the image has.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,8 +65,8 @@ class CandidatePoolSource(nn.Module):
 
     kind = "candidate_pool"
 
-    def __init__(self, tokenizer: dict, proposer: Optional[dict] = None, pool: str = "auto",
-                 max_candidates: Optional[int] = None) -> None:
+    def __init__(self, tokenizer: dict, proposer: dict | None = None, pool: str = "auto",
+                 max_candidates: int | None = None) -> None:
         super().__init__()
         if pool not in POOL_MODES:
             raise ValueError(f"model.mask_source.pool must be one of {POOL_MODES}, got {pool!r}")

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import difflib
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any
 
 import numpy as np
 
@@ -62,8 +63,8 @@ class BaseProposer:
     def __init__(
         self,
         min_area: int = DEFAULT_MIN_AREA,
-        nms_iou: Optional[float] = DEFAULT_NMS_IOU,
-        max_candidates: Optional[int] = DEFAULT_MAX_CANDIDATES,
+        nms_iou: float | None = DEFAULT_NMS_IOU,
+        max_candidates: int | None = DEFAULT_MAX_CANDIDATES,
         order: str = "score",
         **unknown: Any,
     ) -> None:
@@ -123,7 +124,7 @@ class BaseProposer:
 
     # -- proposing ---------------------------------------------------------------------------------
 
-    def propose(self, image: np.ndarray, meta: Optional[Mapping[str, Any]] = None) -> Proposals:
+    def propose(self, image: np.ndarray, meta: Mapping[str, Any] | None = None) -> Proposals:
         """The post-processed candidate pool of one image.
 
         Args:
@@ -152,7 +153,7 @@ class BaseProposer:
         """``(masks [N, H, W] bool at the image size, scores [N] float or None)``: the raw pool."""
         raise NotImplementedError(f"{type(self).__name__} must implement _propose_raw(image, meta)")
 
-    def _check_raw(self, raw: Any, size: tuple[int, int]) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    def _check_raw(self, raw: Any, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
         """Validate what :meth:`_propose_raw` returned; errors name the proposer class."""
         where = f"{type(self).__name__}._propose_raw"
         if not isinstance(raw, (tuple, list)) or len(raw) != 2:
@@ -183,7 +184,7 @@ class BaseProposer:
         return masks, scores
 
 
-def default_device(device: Optional[str] = None) -> str:
+def default_device(device: str | None = None) -> str:
     """``device`` if given, else ``"cuda"`` when available, else ``"cpu"``."""
     if device is not None:
         return str(device)

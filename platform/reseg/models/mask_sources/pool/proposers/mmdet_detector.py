@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Mapping, Optional, Union
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -50,16 +51,16 @@ class MMDetProposer(BaseProposer):
 
     def __init__(
         self,
-        config: Union[str, Mapping[str, Any]],
-        checkpoint: Optional[str] = None,
+        config: str | Mapping[str, Any],
+        checkpoint: str | None = None,
         score_thr: float = 0.3,
-        cfg_options: Optional[Mapping[str, Any]] = None,
-        device: Optional[str] = None,
-        scope: Optional[str] = None,
+        cfg_options: Mapping[str, Any] | None = None,
+        device: str | None = None,
+        scope: str | None = None,
         config_key: str = "proposer",
         min_area: int = DEFAULT_MIN_AREA,
-        nms_iou: Optional[float] = DEFAULT_NMS_IOU,
-        max_candidates: Optional[int] = DEFAULT_MAX_CANDIDATES,
+        nms_iou: float | None = DEFAULT_NMS_IOU,
+        max_candidates: int | None = DEFAULT_MAX_CANDIDATES,
         order: str = "score",
     ) -> None:
         super().__init__(min_area=min_area, nms_iou=nms_iou, max_candidates=max_candidates, order=order)

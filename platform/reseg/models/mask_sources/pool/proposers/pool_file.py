@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -43,7 +44,7 @@ def key_str(value: Any) -> str:
     return str(value)
 
 
-def _json_key(value: Any) -> Union[int, str]:
+def _json_key(value: Any) -> int | str:
     """A key value as written in the file (ints stay ints)."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return int(value)
@@ -66,7 +67,7 @@ def decode_pool(rles: Sequence[Mapping[str, Any]], size: Sequence[int], where: s
     return masks
 
 
-def pool_line(key: str, key_value: Any, masks: np.ndarray, scores: Optional[np.ndarray]) -> dict[str, Any]:
+def pool_line(key: str, key_value: Any, masks: np.ndarray, scores: np.ndarray | None) -> dict[str, Any]:
     """One image's line of a pool file: ``{key: value, "size": [H, W], "masks": [RLE], "scores": [...]}``."""
     m = np.asarray(masks, dtype=bool)
     line: dict[str, Any] = {key: _json_key(key_value), "size": [int(m.shape[1]), int(m.shape[2])],
@@ -119,7 +120,7 @@ class PoolFileWriter:
         overwrite: replace an existing file; False (default) refuses before anything is computed.
     """
 
-    def __init__(self, path: PathLike, key: str = "image_id", header: Optional[Mapping[str, Any]] = None,
+    def __init__(self, path: PathLike, key: str = "image_id", header: Mapping[str, Any] | None = None,
                  overwrite: bool = False) -> None:
         self.path = Path(path)
         if self.path.exists() and not overwrite:
@@ -129,10 +130,10 @@ class PoolFileWriter:
         self.overwrite = overwrite
         self.header: dict[str, Any] = dict(header or {})
         self._offsets: dict[str, int] = {}
-        self._body: Optional[Any] = None
-        self._body_path: Optional[str] = None
+        self._body: Any | None = None
+        self._body_path: str | None = None
 
-    def __enter__(self) -> "PoolFileWriter":
+    def __enter__(self) -> PoolFileWriter:
         folder = self.path.parent
         folder.mkdir(parents=True, exist_ok=True)
         fd, self._body_path = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".body.tmp", dir=folder)
@@ -145,7 +146,7 @@ class PoolFileWriter:
     def __len__(self) -> int:
         return len(self._offsets)
 
-    def add(self, key_value: Any, masks: np.ndarray, scores: Optional[np.ndarray]) -> None:
+    def add(self, key_value: Any, masks: np.ndarray, scores: np.ndarray | None) -> None:
         """Append one image's pool (``[N, H, W] bool`` at its original size, ``[N]`` scores)."""
         k = key_str(key_value)
         if k in self._offsets:
@@ -156,7 +157,7 @@ class PoolFileWriter:
         line = pool_line(self.key, key_value, masks, scores)
         self._body.write(json.dumps(line, separators=(",", ":")).encode("utf-8") + b"\n")
 
-    def get(self, key_value: Any) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    def get(self, key_value: Any) -> tuple[np.ndarray, np.ndarray | None]:
         """Read back a pool already added (masks, scores)."""
         assert self._body is not None
         off = self._offsets[key_str(key_value)]

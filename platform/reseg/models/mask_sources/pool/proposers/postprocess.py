@@ -6,8 +6,6 @@ arrays.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 #: Orders of :func:`postprocess_pool`: by score (descending), by area (descending), or as given.
@@ -41,12 +39,12 @@ def _mask_boxes(masks: np.ndarray) -> np.ndarray:
 
 def postprocess_pool(
     masks: np.ndarray,
-    scores: Optional[np.ndarray] = None,
+    scores: np.ndarray | None = None,
     min_area: int = DEFAULT_MIN_AREA,
-    nms_iou: Optional[float] = DEFAULT_NMS_IOU,
-    max_candidates: Optional[int] = DEFAULT_MAX_CANDIDATES,
+    nms_iou: float | None = DEFAULT_NMS_IOU,
+    max_candidates: int | None = DEFAULT_MAX_CANDIDATES,
     order: str = "score",
-) -> tuple[np.ndarray, Optional[np.ndarray], np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Clean a raw candidate pool: drop small masks, mask-IoU NMS, order, cap (``anchorseg_ras.md`` §2.4 A).
 
     Steps, in this order:
@@ -78,7 +76,7 @@ def postprocess_pool(
         raise ValueError(f"postprocess_pool: masks must be an [N, H, W] bool array, got shape {m.shape} "
                          f"and dtype {m.dtype}")
     n = m.shape[0]
-    s: Optional[np.ndarray] = None
+    s: np.ndarray | None = None
     if scores is not None:
         s = np.asarray(scores, dtype=np.float64).reshape(-1)
         if s.shape[0] != n:

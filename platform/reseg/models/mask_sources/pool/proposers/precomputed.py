@@ -4,8 +4,9 @@ from __future__ import annotations
 import difflib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 
@@ -13,7 +14,8 @@ from reseg.paths import resolve_path
 from reseg.registry import PROPOSERS
 
 from .base import BaseProposer
-from .pool_file import PoolFileError, key_str, decode_pool, read_pool_header
+from .pool_file import PoolFileError, decode_pool, key_str, read_pool_header
+
 
 @PROPOSERS.register_module()
 class PrecomputedProposer(BaseProposer):
@@ -33,11 +35,11 @@ class PrecomputedProposer(BaseProposer):
 
     def __init__(
         self,
-        pool_file: Union[str, Sequence[str]],
-        key: Optional[str] = None,
+        pool_file: str | Sequence[str],
+        key: str | None = None,
         min_area: int = 0,
-        nms_iou: Optional[float] = None,
-        max_candidates: Optional[int] = None,
+        nms_iou: float | None = None,
+        max_candidates: int | None = None,
         order: str = "given",
     ) -> None:
         super().__init__(min_area=min_area, nms_iou=nms_iou, max_candidates=max_candidates, order=order)
@@ -103,7 +105,7 @@ class PrecomputedProposer(BaseProposer):
         return dict(pool_file=files[0] if len(files) == 1 else files, key=self.key,
                     source=self.header.get("proposer"))
 
-    def _propose_raw(self, image: np.ndarray, meta: dict[str, Any]) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    def _propose_raw(self, image: np.ndarray, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
         if self.key not in meta:
             raise KeyError(f"PrecomputedProposer ({self._files_str()}): the sample's meta has no {self.key!r} to look "
                            f"the pool up by; meta keys: {sorted(meta)}")

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -60,21 +61,21 @@ class SAMAutomaticProposer(BaseProposer):
     def __init__(
         self,
         variant: str = "vit_h",
-        checkpoint: Optional[str] = None,
+        checkpoint: str | None = None,
         image_size: int = 1024,
         prompt_dim: int = 256,
-        encoder: Optional[dict] = None,
+        encoder: dict | None = None,
         decoder_depth: int = 2,
         decoder_mlp_dim: int = 2048,
         decoder_heads: int = 8,
         iou_head_hidden_dim: int = 256,
-        amg: Optional[Mapping[str, Any]] = None,
+        amg: Mapping[str, Any] | None = None,
         multimask_output: bool = True,
-        device: Optional[str] = None,
+        device: str | None = None,
         config_key: str = "proposer",
         min_area: int = DEFAULT_MIN_AREA,
-        nms_iou: Optional[float] = DEFAULT_NMS_IOU,
-        max_candidates: Optional[int] = DEFAULT_MAX_CANDIDATES,
+        nms_iou: float | None = DEFAULT_NMS_IOU,
+        max_candidates: int | None = DEFAULT_MAX_CANDIDATES,
         order: str = "score",
     ) -> None:
         super().__init__(min_area=min_area, nms_iou=nms_iou, max_candidates=max_candidates, order=order)

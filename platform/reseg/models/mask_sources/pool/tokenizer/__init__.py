@@ -11,20 +11,20 @@ from .pooling import EMPTY_RULES, RESIZE_MODES, masked_average_pool, pool_with_w
 from .tokenizer import NORMS, ImageMaskFeatures, MaskTokenizer
 
 __all__ = [
-    "MaskTokenizer",
-    "ImageMaskFeatures",
+    "EMPTY_RULES",
     "NORMS",
+    "RESIZE_MODES",
+    "ImageMaskFeatures",
     "MaskEncoder",
+    "MaskGeometry",
+    "MaskTokenizer",
     "OpenClipEncoder",
     "PositionEncoding",
     "TimmEncoder",
-    "sincos_position_map",
-    "MaskGeometry",
-    "square_geometry",
-    "square_pixels",
-    "EMPTY_RULES",
-    "RESIZE_MODES",
     "masked_average_pool",
     "pool_with_weights",
     "pooling_weights",
+    "sincos_position_map",
+    "square_geometry",
+    "square_pixels",
 ]

@@ -17,8 +17,9 @@ encoder set; the real set with local checkpoint paths is ``configs/_base_/models
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -87,10 +88,10 @@ class MaskTokenizer(nn.Module):
 
     def __init__(
         self,
-        encoders: Sequence[Union[dict, nn.Module]],
-        out_dim: Optional[int] = None,
-        hidden_dim: Optional[int] = None,
-        norm: Optional[str] = "layernorm",
+        encoders: Sequence[dict | nn.Module],
+        out_dim: int | None = None,
+        hidden_dim: int | None = None,
+        norm: str | None = "layernorm",
         empty: str = "centroid",
         resize: str = "bilinear",
         binarize: bool = False,
@@ -119,12 +120,12 @@ class MaskTokenizer(nn.Module):
         self.encoders = nn.ModuleList(self._build_encoder(cfg, i) for i, cfg in enumerate(encoders))
         self.register_buffer("_anchor", torch.empty(0), persistent=False)
         self.register_module("projector", None)
-        self.out_dim: Optional[int] = None
+        self.out_dim: int | None = None
         if out_dim is not None:
             self.build_projector(out_dim)
 
     # ------------------------------------------------------------------ construction
-    def _check_checkpoints(self, encoders: Sequence[Union[dict, nn.Module]]) -> None:
+    def _check_checkpoints(self, encoders: Sequence[dict | nn.Module]) -> None:
         from reseg.paths import missing_hint, resolve_path
 
         missing = []
@@ -139,7 +140,7 @@ class MaskTokenizer(nn.Module):
                 + ". reseg never downloads weights; point each key at a local file, e.g. --cfg-options "
                 f"{self.config_key}.encoders.0.checkpoint=/data/checkpoints/...")
 
-    def _build_encoder(self, cfg: Union[dict, nn.Module], index: int) -> nn.Module:
+    def _build_encoder(self, cfg: dict | nn.Module, index: int) -> nn.Module:
         if isinstance(cfg, nn.Module):
             enc = cfg
         else:
@@ -179,7 +180,7 @@ class MaskTokenizer(nn.Module):
         self.out_dim = out_dim
         return self.projector
 
-    def train(self, mode: bool = True) -> "MaskTokenizer":
+    def train(self, mode: bool = True) -> MaskTokenizer:
         super().train(mode)
         for enc in self.encoders:  # a plugin encoder without MaskEncoder's override stays frozen too
             enc.eval()

@@ -8,7 +8,8 @@ error naming it and its config key).
 from __future__ import annotations
 
 import warnings
-from typing import Any, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -16,7 +17,7 @@ import torch.nn as nn
 from ..geometry import ImageLike, MaskGeometry, square_geometry, square_pixels
 
 
-def require_checkpoint_file(path: Optional[str], key: str, example: str) -> None:
+def require_checkpoint_file(path: str | None, key: str, example: str) -> None:
     """Fail before any model is built when a configured checkpoint file is missing (a relative path
     is under the reseg root, :mod:`reseg.paths`)."""
     if path is None:
@@ -61,8 +62,8 @@ class MaskEncoder(nn.Module):
     out_channels: int
     grid: tuple[int, int]
     input_size: int
-    mean: Optional[tuple[float, float, float]] = None
-    std: Optional[tuple[float, float, float]] = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
     coverage: tuple[float, float] = (1.0, 1.0)
 
     def __init__(self) -> None:
@@ -85,7 +86,7 @@ class MaskEncoder(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "MaskEncoder":
+    def train(self, mode: bool = True) -> MaskEncoder:
         return super().train(False)  # always eval, whatever the segmentor's mode
 
     def preprocess(self, images: Sequence[ImageLike]) -> tuple[torch.Tensor, list[MaskGeometry]]:
@@ -112,7 +113,7 @@ class MaskEncoder(nn.Module):
         return f"out_channels={self.out_channels}, grid={self.grid}, input_size={self.input_size}"
 
 
-def check_feature(feature: Any) -> Union[str, int]:
+def check_feature(feature: Any) -> str | int:
     if feature == "last" or (isinstance(feature, int) and not isinstance(feature, bool)):
         return feature
     raise ValueError(f"feature={feature!r}: expected 'last' (the final, normed feature map) or a block/stage "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import difflib
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -28,7 +28,7 @@ def _open_clip_config(model_name: str) -> dict:
     return copy.deepcopy(cfg)
 
 
-def _open_clip_default_norm(model_name: Optional[str], cfg: dict) -> tuple[tuple, tuple]:
+def _open_clip_default_norm(model_name: str | None, cfg: dict) -> tuple[tuple, tuple]:
     """mean/std from the config's ``preprocess_cfg``, else the model's pretrained tags when they all
     agree (metadata only, nothing is fetched), else OpenAI CLIP's."""
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
@@ -89,13 +89,13 @@ class OpenClipEncoder(MaskEncoder):
 
     def __init__(
         self,
-        model_name: Optional[str] = None,
-        model_cfg: Optional[dict] = None,
-        checkpoint: Optional[str] = None,
-        img_size: Optional[int] = None,
-        mean: Optional[Sequence[float]] = None,
-        std: Optional[Sequence[float]] = None,
-        feature: Union[str, int] = "last",
+        model_name: str | None = None,
+        model_cfg: dict | None = None,
+        checkpoint: str | None = None,
+        img_size: int | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        feature: str | int = "last",
         config_key: str = "mask_encoder",
     ) -> None:
         super().__init__()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -12,7 +12,7 @@ from ..geometry import ImageLike, MaskGeometry, square_geometry
 from .base import MaskEncoder
 
 
-def sincos_position_map(channels: int, grid: int, max_frequency: Optional[float] = None) -> torch.Tensor:
+def sincos_position_map(channels: int, grid: int, max_frequency: float | None = None) -> torch.Tensor:
     """``[channels, grid, grid]`` fixed 2-D sinusoidal position map (spec §2.4 B, [GUESS] on the form).
 
     Channel blocks of ``K = channels / 4``: ``sin(2 pi f_k y)``, ``cos(2 pi f_k y)``,
@@ -50,7 +50,7 @@ class PositionEncoding(MaskEncoder):
 
     input_size = 0
 
-    def __init__(self, channels: int = 64, grid: int = 16, max_frequency: Optional[float] = None,
+    def __init__(self, channels: int = 64, grid: int = 16, max_frequency: float | None = None,
                  config_key: str = "mask_encoder") -> None:
         super().__init__()
         self.register_buffer("pos", sincos_position_map(channels, grid, max_frequency), persistent=False)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import difflib
 import sys
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ def _is_timm_vit(model: nn.Module) -> bool:
     return hasattr(model, "patch_embed") and getattr(model, "num_prefix_tokens", None) is not None
 
 
-def timm_feature_shape(model: nn.Module, size: int, feature: Union[str, int],
+def timm_feature_shape(model: nn.Module, size: int, feature: str | int,
                        what: str) -> tuple[int, tuple[int, int], tuple[int, int]]:
     """``(channels, grid, stride)`` of a timm model's feature map at input ``size`` (no forward)."""
     if _is_timm_vit(model):
@@ -41,7 +41,7 @@ def timm_feature_shape(model: nn.Module, size: int, feature: Union[str, int],
     return int(stage["num_chs"]), (size // reduction, size // reduction), (reduction, reduction)
 
 
-def timm_feature_map(model: nn.Module, pixels: torch.Tensor, feature: Union[str, int],
+def timm_feature_map(model: nn.Module, pixels: torch.Tensor, feature: str | int,
                      grid: tuple[int, int]) -> torch.Tensor:
     """``[B, C, h, w]`` from a timm model: ViT tokens without prefix (cls/register) tokens reshaped
     to the grid, or a CNN's feature map."""
@@ -57,7 +57,7 @@ def timm_feature_map(model: nn.Module, pixels: torch.Tensor, feature: Union[str,
     return out
 
 
-def _create_timm_model(model_name: str, img_size: Optional[int], model_kwargs: Optional[dict]) -> nn.Module:
+def _create_timm_model(model_name: str, img_size: int | None, model_kwargs: dict | None) -> nn.Module:
     """``timm.create_model(model_name, pretrained=False, num_classes=0, ...)``; ``img_size`` is
     passed to models that take it (ViTs) and left to the input size for the others (CNNs)."""
     import timm
@@ -121,12 +121,12 @@ class TimmEncoder(MaskEncoder):
     def __init__(
         self,
         model_name: str,
-        checkpoint: Optional[str] = None,
-        img_size: Optional[int] = None,
-        model_kwargs: Optional[dict] = None,
-        mean: Optional[Sequence[float]] = None,
-        std: Optional[Sequence[float]] = None,
-        feature: Union[str, int] = "last",
+        checkpoint: str | None = None,
+        img_size: int | None = None,
+        model_kwargs: dict | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        feature: str | int = "last",
         config_key: str = "mask_encoder",
     ) -> None:
         super().__init__()
