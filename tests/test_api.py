@@ -69,7 +69,7 @@ def test_path_pil_and_array_give_the_same_mask_at_the_original_size(tmp_path, he
 
 def test_a_batch_gives_the_same_masks_as_one_by_one_calls(lisa):
     seg = lisa["seg"]
-    (pa, a), (pb, b) = lisa["images"]
+    (pa, a), (_, b) = lisa["images"]
     queries = [["the red square", "what is red here?"], ["the left thing", "the background"]]
     batched = seg.segment_batch([str(pa), b], queries, batch_size=2)
     assert [len(r) for r in batched] == [2, 2]
@@ -208,7 +208,7 @@ def test_infer_cli_on_one_image_writes_pngs_and_rle_matching_the_api(lisa):
 
 def test_infer_cli_on_jsonl_and_overwrite(lisa, monkeypatch):
     tmp = lisa["tmp"]
-    (pa, a), (pb, b) = lisa["images"]
+    (_, a), (_, b) = lisa["images"]
     monkeypatch.chdir(tmp)  # "a.png" is found from the current directory, "sub/../b.png" from the JSONL's
     (tmp / "sub").mkdir(exist_ok=True)
     jsonl = tmp / "sub" / "q.jsonl"
@@ -222,7 +222,7 @@ def test_infer_cli_on_jsonl_and_overwrite(lisa, monkeypatch):
                          ("../b.png", "the dog", seg.segment(b, "the dog").mask),
                          ("../b.png", "what is red?", seg.segment(b, "what is red?").mask)])
     before = (out / "results.jsonl").read_text()
-    with pytest.raises(SystemExit, match="results.jsonl.*--overwrite"):
+    with pytest.raises(SystemExit, match=r"results.jsonl.*--overwrite"):
         run_script("tools/infer.py", argv)
     assert (out / "results.jsonl").read_text() == before
     mine = out / "masks" / "notes.txt"

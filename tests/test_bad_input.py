@@ -535,7 +535,8 @@ def test_the_table_has_at_least_40_cases():
 def test_bad_input(case, expected, exc, words, synth_root, tmp_path, monkeypatch):
     ctx = Ctx(synth_root, tmp_path)
     _, image_file, _ = ctx.first_image()
-    kwargs = {"monkeypatch": monkeypatch} if "monkeypatch" in case.__code__.co_varnames[: case.__code__.co_argcount] else {}
+    takes = case.__code__.co_varnames[: case.__code__.co_argcount]
+    kwargs = {"monkeypatch": monkeypatch} if "monkeypatch" in takes else {}
     if expected == OK:
         case(ctx, **kwargs)
         return

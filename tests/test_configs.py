@@ -21,7 +21,7 @@ real = pytest.mark.parametrize("real_config", REAL_CONFIGS, ids=lambda p: os.pat
 def test_config_parses_and_names_registered_types(path):
     cfg = Config.fromfile(path)
     assert cfg.default_scope == "reseg"
-    for part, registry_name in (("lmm", "lmm"), ("mask_source", "mask_source"), ("head", "head")):
+    for part in ("lmm", "mask_source", "head"):
         assert part in cfg.model, f"{path}: model.{part} missing"
     from reseg.registry import HEADS, LMMS, MASK_SOURCES
     assert cfg.model.lmm.type in LMMS and cfg.model.head.type in HEADS

@@ -112,11 +112,11 @@ def test_safe_pickle_refuses_code_and_never_runs_it(tmp_path, how, global_name):
 
 
 def test_safe_pickle_errors_name_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing.p"):
+    with pytest.raises(FileNotFoundError, match=r"missing.p"):
         load_pickle(tmp_path / "missing.p")
     p = tmp_path / "cut.p"
     p.write_bytes(pickle.dumps(REFS, protocol=2)[:40])
-    with pytest.raises(pickle.UnpicklingError, match="cut.p"):
+    with pytest.raises(pickle.UnpicklingError, match=r"cut.p"):
         load_pickle(p)
 
 
@@ -286,7 +286,7 @@ def test_refcoco_errors_are_explicit(refer_copy):
     with pytest.raises(DatasetFormatError, match="'sentences'"):
         RefCOCODataset(root, dataset="synthref")
     (root / "synthref/instances.json").unlink()
-    with pytest.raises(FileNotFoundError, match="instances.json"):
+    with pytest.raises(FileNotFoundError, match=r"instances.json"):
         RefCOCODataset(root, dataset="synthref")
 
 

@@ -7,6 +7,7 @@ import re
 import shutil
 from collections import Counter
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -247,7 +248,7 @@ def test_premise_rule():
     assert premise_exists({"exist": False}) is False and premise_exists({"exist": True}) is True
     assert premise_exists({"sent": "x"}) is True
     assert premise_exists({"is_false_premise": None, "exist": 0}) is False
-    with pytest.raises(DatasetFormatError, match="ref 7.*is_false_premise"):
+    with pytest.raises(DatasetFormatError, match=r"ref 7.*is_false_premise"):
         premise_exists({"is_false_premise": "maybe"}, "ref 7")
 
 
@@ -521,7 +522,7 @@ def test_mixed_metainfo_and_argument_errors(synth_root):
     assert len(cat) == 3 + len(gref(synth_root, "val"))
 
     class Other:
-        metainfo = {"classes": ("cat",)}
+        metainfo: ClassVar[dict] = {"classes": ("cat",)}
 
         def __len__(self):
             return 2

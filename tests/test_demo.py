@@ -55,7 +55,7 @@ class _Server:
         from reseg.demo import make_server
 
         self.httpd = make_server(app, "127.0.0.1", 0)
-        self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 

@@ -320,7 +320,7 @@ def test_missing_and_mismatched_predictions_are_reported(tmp_path):
     short.write_text("\n".join(lines[1:]) + "\n")  # drop sample a|0, query 0
     table = load_predictions(str(short))
     dataset = build_dataset(DATASET_CFG)
-    with pytest.raises(ValueError, match="1 of 7 queries have no prediction.*a\\|0#0"):
+    with pytest.raises(ValueError, match=r"1 of 7 queries have no prediction.*a\|0#0"):
         rescore(dataset, [METRICS.build(dict(type="SegIoUMetric"))], table)
     scores, report = rescore(dataset, [METRICS.build(dict(type="SegIoUMetric"))], table,
                              missing="empty")

@@ -38,6 +38,7 @@ def test_the_comparison_sees_a_change_beyond_the_tolerance(pinned):
     changed = json.loads(json.dumps(pinned[config]))
     name = sorted(changed["loss"])[0]
     changed["loss"][name] += 1e-4
-    assert compare(changed, pinned[config]) == [f".loss.{name}: {changed['loss'][name]!r} != {pinned[config]['loss'][name]!r}"]
+    expected = f".loss.{name}: {changed['loss'][name]!r} != {pinned[config]['loss'][name]!r}"
+    assert compare(changed, pinned[config]) == [expected]
     changed["loss"][name] = pinned[config]["loss"][name] + 1e-8
     assert compare(changed, pinned[config]) == []

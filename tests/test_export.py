@@ -112,7 +112,8 @@ def test_llava_dir_loads_in_transformers_without_lora(exported):
     assert not info["missing_keys"] and not info["unexpected_keys"], info
     assert not any("lora" in k for k in hf.state_dict())
     tok = AutoTokenizer.from_pretrained(str(llava))
-    assert "[SEG]" in tok.get_vocab() and tok.convert_tokens_to_ids("[SEG]") == exported["model"].head.token_ids["[SEG]"]
+    assert "[SEG]" in tok.get_vocab()
+    assert tok.convert_tokens_to_ids("[SEG]") == exported["model"].head.token_ids["[SEG]"]
     assert hf.get_input_embeddings().weight.shape[0] == len(tok)
     CLIPImageProcessor.from_pretrained(str(llava))
     # the merged q_proj = W + scale * B @ A of the trained model

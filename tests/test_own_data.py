@@ -228,7 +228,8 @@ BAD_INPUT = {
     "two shapes": (_set([0, "objects", 0, "rle"], encode_rle(L_SHAPE)), ["objects[0]", "exactly one"]),
     "empty mask": (_set([0, "objects", 0, "polygon"], [[100, 100], [120, 100], [120, 120]]),
                    ["objects[0].polygon", "covers no pixel"]),
-    "is_sentence not a bool": (_set([0, "queries", 1, "is_sentence"], "yes"), ["queries[1].is_sentence", "true or false"]),
+    "is_sentence not a bool": (_set([0, "queries", 1, "is_sentence"], "yes"),
+                               ["queries[1].is_sentence", "true or false"]),
     "unknown key": (_set([1, "querys"], []), ["line 2", "unknown key(s) ['querys']"]),
     "image outside the root": (_set([1, "image"], "../elsewhere.png"), ["line 2", "outside the image root"]),
     "same image twice": (_set([1, "image"], "imgs/kitchen.png"), ["line 2", "also on line 1"]),
@@ -333,7 +334,7 @@ def test_cli_converts_and_reports_errors(tmp_path: Path, capsys: pytest.CaptureF
     jsonl = _dataset_dir(tmp_path)
     assert tool.main([str(jsonl), "--out", str(tmp_path / "out")]) == 0
     assert json.loads(capsys.readouterr().out)["splits"]["val"]["images"] == 2
-    with pytest.raises(SystemExit, match="error: .*already holds a conversion.*--overwrite"):
+    with pytest.raises(SystemExit, match=r"error: .*already holds a conversion.*--overwrite"):
         tool.main([str(jsonl), "--out", str(tmp_path / "out")])
 
 

@@ -138,7 +138,7 @@ def test_misspelled_hook_is_rejected() -> None:
         def register_head(self, register: Any) -> None:  # missing the "s"
             raise AssertionError("must never be called")
 
-    with pytest.raises(PluginLoadError, match="unknown hook.*'register_head'"):
+    with pytest.raises(PluginLoadError, match=r"unknown hook.*'register_head'"):
         plugins.register_plugin(Typo(), name="typo")
     assert "typo" not in {p.name for p in plugins.loaded_plugins()}
     assert "typo" not in {f.name for f in plugins.failed_plugins()}

@@ -15,7 +15,7 @@ import importlib.util
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -74,7 +74,7 @@ def test_nms_drops_the_lower_scored_duplicate() -> None:
     b = a | px(6, 6, (3, 0))             # 10 px, IoU(a, b) = 9 / 10 = 0.9
     c = box(6, 6, 4, 6, 4, 6)            # elsewhere
     masks = np.stack([a, b, c])
-    out, scores, kept = postprocess_pool(masks, np.array([0.5, 0.9, 0.1]), min_area=0, nms_iou=0.8,
+    _, scores, kept = postprocess_pool(masks, np.array([0.5, 0.9, 0.1]), min_area=0, nms_iou=0.8,
                                          max_candidates=None)
     assert kept.tolist() == [1, 2]       # b outranks a and suppresses it
     assert scores.dtype == np.float32 and scores.tolist() == pytest.approx([0.9, 0.1])
@@ -133,7 +133,7 @@ def test_defaults_are_the_spec_guesses() -> None:
     masks = np.stack(big + [box(64, 64, 60, 64, 60, 64)] + [big[0]])  # a 16 px mask, a duplicate of #0
     scores = np.linspace(1.0, 0.5, len(masks))
     scores[-1] = 2.0  # the duplicate ranks first: it stays, #0 goes
-    out, _, kept = postprocess_pool(masks, scores)
+    _, _, kept = postprocess_pool(masks, scores)
     assert len(kept) == 100
     assert kept[0] == 101 and 0 not in kept.tolist() and 100 not in kept.tolist()
 
@@ -309,7 +309,7 @@ def test_single_output_mode_decodes_one_mask_per_point(tiny_sam_checkpoint: str)
         predictor = SAMAutomaticProposer(multimask_output=multimask, **kwargs).generator.predictor
         predictor.set_image(image)
         points = torch.tensor([[[10.0, 10.0]], [[40.0, 20.0]]])
-        masks, iou, _ = predictor.predict_torch(points, torch.ones(2, 1, dtype=torch.int), multimask_output=True)
+        masks, _, _ = predictor.predict_torch(points, torch.ones(2, 1, dtype=torch.int), multimask_output=True)
         counts[multimask] = masks.shape[1]
     assert counts == {True: 3, False: 1}
 
@@ -340,8 +340,7 @@ IMG_B = region_image([[3, 3, 3, 0, 0], [3, 3, 3, 0, 5], [0, 0, 0, 0, 5]])
 
 def pool_test_samples(collide: bool = False) -> list[Sample]:
     """Three samples over two images; "A|1" shows imgA again (the proposer must not run twice)."""
-    v1, v2 = IMG_A[..., 0] == 1, IMG_A[..., 0] == 2
-    v3, v5 = IMG_B[..., 0] == 3, IMG_B[..., 0] == 5
+    v1, v5 = IMG_A[..., 0] == 1, IMG_B[..., 0] == 5
     return [
         Sample(image=IMG_A, task="ores", meta=dict(sample_id="A|0", image_id="imgA", dataset="pooltest"), queries=[
             Query("region one", v1[None]),                               # oracle: {v1}, I 4 U 4
@@ -384,7 +383,7 @@ class ProposerTestDataset:
 class RegionProposer(BaseProposer):
     """One mask per non-zero value of the red channel, scored value / 10; counts its calls."""
 
-    calls: list[str] = []
+    calls: ClassVar[list[str]] = []
 
     def __init__(self, fail_on: Any = None, **post: Any) -> None:
         super().__init__(**post)

@@ -417,8 +417,9 @@ def test_benchmark_prefix_compares_shared_unshared_and_per_conversation_steps(sy
     cfg = tiny_train_cfg(synth_root, str(tmp_path / "tok"), str(tmp_path / "work"), max_iters=3, batch_size=2)
     path = _write_cfg(cfg, tmp_path / "cfg.py")
     out = tmp_path / "bench.jsonl"
-    assert run_script("tools/benchmark.py", ["prefix", path, "--iters", "2", "--warmup", "0", "--queries-per-image", "3",
-                                             "--work-dir", str(tmp_path / "bench"), "--out", str(out)]) == 0
+    assert run_script("tools/benchmark.py", ["prefix", path, "--iters", "2", "--warmup", "0",
+                                             "--queries-per-image", "3", "--work-dir", str(tmp_path / "bench"),
+                                             "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["queries_per_image"] == 3 and res["images_per_step"] == 2
     assert res["recipe"]["model.lmm.gradient_checkpointing"] is True

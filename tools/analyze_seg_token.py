@@ -164,7 +164,7 @@ def analyze(args) -> int:
             sam, sam_kind = MASK_SOURCES.build(cfg.model.mask_source).to(args.device).eval(), "original"
         else:
             warnings.warn("model.mask_source.checkpoint is None: there is no original SAM to load; "
-                          "P-prompt uses the checkpoint's decoder (--p-sam model)")
+                          "P-prompt uses the checkpoint's decoder (--p-sam model)", stacklevel=2)
 
     loader = cfg.get(f"{args.split}_dataloader")
     if not loader:

@@ -37,8 +37,8 @@
 * ``generate``: free generation, the same validation queries (one query per sample, in the same
   order) answered at each batch size (``model.predict(..., generate=True)`` on ``b`` samples at a
   time): queries per second, the ratio to the first batch size, the answers' length (their text
-  re-tokenised) and the share of answers holding a mask token. The answers at every batch size must equal those of the first
-  (the run fails otherwise), so the speed-up is not bought with other answers.
+  re-tokenised) and the share of answers holding a mask token. The answers at every batch size must
+  equal those of the first (the run fails otherwise), so the speed-up is not bought with other answers.
 
 * ``prefix``: a training step with LISA's recipe (LoRA r=8 on q/v, ``lm_head`` and ``embed_tokens``
   trained, the vision tower and projector frozen, gradient checkpointing in the LLM; :data:`LISA_RECIPE`,
@@ -414,7 +414,7 @@ def cmd_ras(args) -> dict:
     queries = []  # (sample with one query, index)
     for i in range(len(dataset)):
         s = dataset[i]
-        for k, q in enumerate(s.queries):
+        for q in s.queries:
             queries.append(dataclasses.replace(s, queries=[q]))
             if len(queries) >= args.queries:
                 break
@@ -719,7 +719,8 @@ def cmd_prefix(args) -> dict:
             if k >= args.warmup:
                 times[way].append(dt)
     for way in PREFIX_WAYS:
-        rows[way].update(step_s=[round(t, 3) for t in times[way]], median_step_s=round(statistics.median(times[way]), 4))
+        rows[way].update(step_s=[round(t, 3) for t in times[way]],
+                         median_step_s=round(statistics.median(times[way]), 4))
     base = rows["shared"]
     ratios = {f"{way}_over_shared": dict(time=round(rows[way]["median_step_s"] / base["median_step_s"], 3),
                                          flops=round(rows[way]["flops_per_step"] / base["flops_per_step"], 3),
@@ -762,7 +763,8 @@ def meta_llm_step_flops(scale: dict, images: int, queries: int, prefix: int, suf
     with torch.device("meta"):
         lm = LlamaModel(LlamaConfig(**scale["text"]))
         head = torch.nn.Linear(lm.config.hidden_size, lm.config.vocab_size, bias=False)
-    inject_adapter_in_model(LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=r".*\.(q_proj|v_proj)"), lm)
+    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=r".*\.(q_proj|v_proj)")
+    inject_adapter_in_model(lora, lm)
     for name, p in lm.named_parameters():
         p.requires_grad_("lora_" in name or "embed_tokens" in name)
     lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

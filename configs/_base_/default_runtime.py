@@ -19,8 +19,9 @@ default_hooks = dict(
 # same dropout masks as an uninterrupted one. A config that sets custom_hooks replaces this list: keep both.
 custom_hooks = [dict(type="PlainCheckpointHook"), dict(type="StepSeedHook")]
 # DDP (--launcher pytorch). find_unused_parameters: [SEG] heads decode with multimask_output=False, so SAM's
-# IoU head and mask slots 1-3 never get a gradient (spec seg_token_family.md §1.2). device_ids=None: DDP takes the module's own
-# device, a rank's GPU or the CPU (mmengine's default [LOCAL_RANK] fails for a CPU module).
+# IoU head and mask slots 1-3 never get a gradient (spec seg_token_family.md §1.2).
+# device_ids=None: DDP takes the module's own device, a rank's GPU or the CPU (mmengine's default
+# [LOCAL_RANK] fails for a CPU module).
 model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False,
                          find_unused_parameters=True)
 # dist_cfg.backend unset: mmengine's nccl on CUDA; reseg's CPU launcher joins torchrun's group with gloo.

@@ -34,14 +34,14 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 __all__ = ["SegmentationResult", "Segmenter", "as_rgb_image", "load_model", "looks_like_sentence"]
 
-ImageLike = Union[str, os.PathLike, np.ndarray, Any]  # Any: a PIL image
-QueriesLike = Union[str, Sequence[str]]
+ImageLike = str | os.PathLike | np.ndarray | Any  # Any: a PIL image
+QueriesLike = str | Sequence[str]
 
 
 @dataclass

@@ -40,6 +40,7 @@ depend on the installed ``transformers`` / LoRA setup (``vision_tower.vision_mod
 """
 from __future__ import annotations
 
+import argparse
 import glob
 import json
 import os
@@ -510,7 +511,6 @@ def convert_checkpoint(src: str, dst: str, method: str | CheckpointConverter, co
 # ----------------------------------------------------------------------------- command line
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The arguments of ``tools/convert_checkpoint.py``."""
-    import argparse
 
     from reseg.cfg_options import KeyValueAction
 

@@ -40,7 +40,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 __all__ = ["EXPORT_JSON", "EXTRA_WEIGHTS", "LLAVA_DIR", "export_model", "load_exported", "merge_lora"]
 
@@ -52,7 +52,7 @@ FORMAT_VERSION = 1
 #: state-dict prefix of the Hugging Face model inside a ReasoningSegmentor (``model.lmm.model``).
 LMM_PREFIX = "lmm.model."
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 
 # ---------------------------------------------------------------------------- helpers

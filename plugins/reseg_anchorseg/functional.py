@@ -25,7 +25,6 @@ Maps are indexed ``[y, x]``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -67,7 +66,7 @@ PROB_EPS = 1e-6
 #: The two query conventions (§1.3): the official shift-by-one, or the states at the tokens.
 CONVENTIONS = ("previous", "at")
 
-Size = Union[int, Sequence[int]]
+Size = int | Sequence[int]
 
 
 def _check_choice(value: str, choices: Sequence[str], name: str) -> None:

@@ -186,7 +186,8 @@ class RASHead(BaseHead):
         return [self.sample_labels(batch.samples[int(batch.conv_image[c])], conv.query_ids[0])
                 for c, conv in enumerate(batch.conversations)]
 
-    def loss_by_feat(self, outputs: dict[str, Any], targets: list[np.ndarray], batch: HeadBatch) -> dict[str, torch.Tensor]:
+    def loss_by_feat(self, outputs: dict[str, Any], targets: list[np.ndarray],
+                     batch: HeadBatch) -> dict[str, torch.Tensor]:
         if self.stage == "caption":
             return dict(loss_text=batch.lmm_out["loss_text"])
         terms = []
@@ -258,7 +259,7 @@ class RASARHead(RASHead):
 
     def predict_by_feat(self, outputs: dict[str, Any], batch: HeadBatch) -> HeadPredictions:
         selected, probs, extras, texts = [], [], [], []
-        for c, conv in enumerate(batch.conversations):
+        for c in range(len(batch.conversations)):
             text = batch.texts[c].strip()
             n = int(batch.samples[int(batch.conv_image[c])].candidate_masks.shape[0])
             sel, invalid = RF.parse_indices(text, n)

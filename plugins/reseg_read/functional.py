@@ -20,7 +20,6 @@ pad-to-square with the image centred, as :class:`reseg.models.lmm.LlavaLMM` does
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Union
 
 import numpy as np
 import torch
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 # names stay importable from here)
 from reseg.models.image_tokens import crop_margins, full_resolution_map, minmax_normalize, similarity_map  # noqa: F401
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
+ArrayLike = np.ndarray | torch.Tensor
 
 #: Point labels (§2.3 step 6): positive, negative and neutral (SAM's "not a point").
 POSITIVE, NEGATIVE, NEUTRAL = 1, 0, -1

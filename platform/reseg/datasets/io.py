@@ -282,7 +282,7 @@ def labelme_shapes_to_mask(shapes: Sequence[Mapping[str, Any]], height: int, wid
     """
     h, w = int(height), int(width)
     polys: list[tuple[int, np.ndarray, int]] = []
-    for k, shape in enumerate(shapes):
+    for shape in shapes:
         label = str(shape.get("label", ""))
         if label.lower() == "flag":
             continue

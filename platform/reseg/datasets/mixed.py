@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from reseg.datasets.base import ResegDataset
 from reseg.registry import DATASETS
 from reseg.structures import Sample
 
-DatasetLike = Union[dict, Any]
+DatasetLike = dict | Any
 
 
 def _build(cfg: DatasetLike, where: str) -> Any:

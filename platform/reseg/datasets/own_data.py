@@ -55,7 +55,7 @@ import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -90,7 +90,7 @@ OBJECT_KEYS = ("id", "polygon", "rle", "mask", "category")
 SHAPE_KEYS = ("polygon", "rle", "mask")
 QUERY_KEYS = ("text", "objects", "is_sentence")
 
-ObjectId = Union[int, str]
+ObjectId = int | str
 
 
 class OwnDataError(DatasetFormatError):
@@ -357,7 +357,8 @@ def read_own_data(jsonl: PathLike, image_root: PathLike | None = None) -> list[O
                 errors.append(str(err))
                 continue
             if img.file_name in first_line:
-                errors.append(str(_fail(where, "image", f"{img.file_name!r} is also on line {first_line[img.file_name]}",
+                again = f"{img.file_name!r} is also on line {first_line[img.file_name]}"
+                errors.append(str(_fail(where, "image", again,
                                         "each image on one line (put all its objects and queries there)")))
                 continue
             first_line[img.file_name] = n

@@ -3,4 +3,13 @@ from .checkpoint import PlainCheckpointHook, SafeCheckpointHook, latest_checkpoi
 from .determinism import StepSeedHook, write_run_report
 from .visualization import SegVisualizationHook, overlay_panel
 
-__all__ = ["PlainCheckpointHook", "SafeCheckpointHook", "SegVisualizationHook", "StepSeedHook", "latest_checkpoint", "load_checkpoint_file", "overlay_panel", "write_run_report"]
+__all__ = [
+    "PlainCheckpointHook",
+    "SafeCheckpointHook",
+    "SegVisualizationHook",
+    "StepSeedHook",
+    "latest_checkpoint",
+    "load_checkpoint_file",
+    "overlay_panel",
+    "write_run_report",
+]

@@ -37,7 +37,8 @@ def to_plain(obj: Any) -> Any:
         return {_TAG: "HistoryBuffer", "log": torch.from_numpy(np.asarray(log, dtype=np.float64)),
                 "count": torch.from_numpy(np.asarray(count, dtype=np.float64)), "max_length": int(obj.max_length)}
     if isinstance(obj, np.ndarray):
-        return {_TAG: "ndarray", "data": torch.from_numpy(np.ascontiguousarray(obj)) if obj.dtype != object else obj.tolist()}
+        data = torch.from_numpy(np.ascontiguousarray(obj)) if obj.dtype != object else obj.tolist()
+        return {_TAG: "ndarray", "data": data}
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, dict):

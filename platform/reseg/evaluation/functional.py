@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
+ArrayLike = np.ndarray | torch.Tensor
 
 #: LISA's per-query IoU epsilon: IoU = I / (U + 1e-5) (``seg_token_family.md`` §1.8).
 LISA_IOU_EPS = 1e-5

@@ -216,7 +216,7 @@ def mask_to_token_grid(masks: torch.Tensor, grid: tuple[int, int], input_size: i
         ``[n, gh, gw]`` float32 in ``[0, 1]``.
     """
     _check_aspect(aspect)
-    n, h, w = masks.shape
+    _, h, w = masks.shape
     x = masks.float()[:, None]
     S = int(input_size)
     resize = dict(mode="bilinear", align_corners=False, antialias=True)

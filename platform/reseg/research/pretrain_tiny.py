@@ -251,7 +251,8 @@ def train_sam(args, images, masks, labels) -> None:
             h, w = images[i].shape[:2]
             scale = S / max(h, w)
             chosen = rng.choice(len(masks[i]), size=min(args.objects, len(masks[i])), replace=False)
-            kinds_of = rng.choice(3, size=len(chosen), p=[0.35, 0.3, 0.35] if args.sam_attr_prompts else [0.5, 0.5, 0.0])
+            kind_p = [0.35, 0.3, 0.35] if args.sam_attr_prompts else [0.5, 0.5, 0.0]
+            kinds_of = rng.choice(3, size=len(chosen), p=kind_p)
             for kind, sel in (("point", chosen[kinds_of == 0]), ("box", chosen[kinds_of == 1]),
                               ("attr", chosen[kinds_of == 2])):
                 if len(sel) == 0:
@@ -289,7 +290,8 @@ def train_sam(args, images, masks, labels) -> None:
                 prompts = torch.as_tensor(np.stack([sample_prompt(masks[i][j], scale, rng, kind)[1] for j in sel]),
                                           dtype=torch.float32)
                 if kind == "point":  # [k, 1, 2] one positive point each
-                    sparse, dense = pe(points=(prompts, torch.ones(len(sel), 1, dtype=torch.int)), boxes=None, masks=None)
+                    positive = torch.ones(len(sel), 1, dtype=torch.int)
+                    sparse, dense = pe(points=(prompts, positive), boxes=None, masks=None)
                 else:
                     sparse, dense = pe(points=None, boxes=prompts, masks=None)
                 low, _ = sam.mask_decoder(image_embeddings=emb[b: b + 1], image_pe=pe.get_dense_pe(),
@@ -455,7 +457,8 @@ def train_llava(args) -> None:
             ds = vqa if use_vqa else refer
             s = ds[int(rng.integers(len(ds)))]
             pairs = ([(T.llava_v1_prompt(q.text, image_token, system_prompt), " " + q.answer) for q in s.queries]
-                     if use_vqa else referring_answer_conversations(s, attrs, system_prompt, image_token, rng, args.llava_copy_share))
+                     if use_vqa else referring_answer_conversations(s, attrs, system_prompt, image_token, rng,
+                                                                    args.llava_copy_share))
             if not pairs:
                 continue
             samples.append(s)

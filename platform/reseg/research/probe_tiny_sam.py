@@ -108,7 +108,8 @@ class ExpressionEncoder(nn.Module):
         """``[n, width]`` codes of ``n`` expressions given as token-id tensors."""
         length = max(len(x) for x in ids) + 1
         if length > self.positions.num_embeddings:
-            raise ValueError(f"expression of {length - 1} tokens exceeds the encoder's {self.positions.num_embeddings - 1}")
+            raise ValueError(f"expression of {length - 1} tokens exceeds the encoder's "
+                             f"{self.positions.num_embeddings - 1}")
         x = self.query.new_zeros(len(ids), length, self.query.shape[0])
         pad = torch.ones(len(ids), length, dtype=torch.bool)
         for i, t in enumerate(ids):

@@ -44,7 +44,8 @@ def refer_splits(data: str, seed: int):
     from reseg.registry import DATASETS
 
     root = os.path.join(data, "refer_seg")
-    common = dict(data_root=root, dataset="synthref", split_by="unc", image_dir=os.path.join(root, "images", "synthref"))
+    common = dict(data_root=root, dataset="synthref", split_by="unc",
+                  image_dir=os.path.join(root, "images", "synthref"))
     train = DATASETS.build(dict(type="RefCOCODataset", split="train", num_queries_per_sample=3, seed=seed, **common))
     val = DATASETS.build(dict(type="RefCOCODataset", split="val", test_mode=True, **common))
     return train, val

@@ -157,8 +157,8 @@ def main(argv=None) -> int:
         result["baselines"] = evaluate_baselines(runner.test_dataloader.dataset, cfg.get("test_evaluator"))
     result["benchmarks"] = group_by_benchmark(metrics)
     if runner.rank == 0:
-        print(format_tables(metrics, result.get("baselines"),
-                            f"{os.path.basename(args.config)} | {os.path.basename(args.checkpoint)} | {result['val_mode']}"))
+        title = f"{os.path.basename(args.config)} | {os.path.basename(args.checkpoint)} | {result['val_mode']}"
+        print(format_tables(metrics, result.get("baselines"), title))
         if args.out_metrics:
             from reseg.fileio import atomic_write_bytes
 

@@ -106,8 +106,9 @@ def test_prior_lines_up_with_sams_frame_for_a_non_square_image():
     postprocessing (the path SAM's logits take), lands where it started."""
     from reseg.models.mask_sources.sam import SAMMaskSource
 
-    sam = SAMMaskSource(variant="custom", image_size=256, prompt_dim=32, encoder=dict(embed_dim=32, depth=1, num_heads=2),
-                        decoder_depth=1, decoder_mlp_dim=64, decoder_heads=2, iou_head_hidden_dim=32)
+    sam = SAMMaskSource(variant="custom", image_size=256, prompt_dim=32,
+                        encoder=dict(embed_dim=32, depth=1, num_heads=2), decoder_depth=1, decoder_mlp_dim=64,
+                        decoder_heads=2, iou_head_hidden_dim=32)
     h, w = 90, 160
     _, sizes = sam.preprocess([np.zeros((h, w, 3), np.uint8)])
     yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
@@ -365,7 +366,8 @@ def test_without_the_prior_sam_gets_its_no_mask_embedding(model):
         head.use_prior = True
         h.remove()
     no_mask = model.mask_source.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-    torch.testing.assert_close(seen[0]["dense_prompt_embeddings"], no_mask.expand_as(seen[0]["dense_prompt_embeddings"]))
+    dense = seen[0]["dense_prompt_embeddings"]
+    torch.testing.assert_close(dense, no_mask.expand_as(dense))
 
 
 def test_mask_token_offset_is_the_decoders_mask_tokens_plus_the_embedding(model):
@@ -598,7 +600,8 @@ def test_real_anchorseg_config_is_the_released_7b_reasonseg_script():
     assert lmm.lora.target_modules.endswith(r"(q_proj|v_proj)")
     assert tuple(lmm.trainable_modules) == ("lm_head", "embed_tokens") and not lmm.train_vision_tower
     assert not lmm.train_projector and lmm.pretrained.endswith("llava-1.5-7b-hf") and lmm.image_aspect == h.image_aspect
-    assert sam.variant == "vit_h" and sam.freeze_image_encoder and not sam.freeze_prompt_encoder and sam.train_mask_decoder
+    assert sam.variant == "vit_h" and sam.freeze_image_encoder
+    assert not sam.freeze_prompt_encoder and sam.train_mask_decoder
     o = cfg.optim_wrapper
     assert (o.optimizer.lr, tuple(o.optimizer.betas), o.optimizer.weight_decay, o.accumulative_counts) == (
         3e-4, (0.9, 0.95), 0.0, 10)

@@ -81,7 +81,7 @@ def test_generation_budget_is_model_max_new_tokens(model, monkeypatch, tmp_path)
     assert seen and set(seen) == {3}
     assert all(len(model.lmm.tokenizer(p.text, add_special_tokens=False).input_ids) <= 3 + 2
                for p in out[0]["predictions"])
-    with pytest.raises(ValueError, match="model.max_new_tokens must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"model.max_new_tokens must be an int >= 1, got 0"):
         MODELS.build(dict(tiny_model_cfg(str(tmp_path / "tokenizer")), max_new_tokens=0))
 
 
@@ -111,7 +111,7 @@ def test_text_grad_lm_head_keeps_the_text_loss_out_of_the_llm(tmp_path, text_gra
     reached = any(g is not None and g.abs().sum() > 0 for g in body)
     assert reached == (text_grad == "full")
     assert m.head.projection[0].weight.grad is None  # the text loss never reaches the [SEG] projection
-    with pytest.raises(ValueError, match="model.lmm.text_grad must be 'full' or 'lm_head', got 'body'"):
+    with pytest.raises(ValueError, match=r"model.lmm.text_grad must be 'full' or 'lm_head', got 'body'"):
         MODELS.build(dict(cfg, lmm=dict(cfg["lmm"], text_grad="body")))
 
 
@@ -257,7 +257,7 @@ def test_tiny_checkpoint_loads_a_whole_llava_and_a_mismatch_names_the_key(tmp_pa
         LMMS.build(wider)
     missing = tiny_lmm_cfg(tok_dir, lora=None)
     missing["tiny"]["checkpoint"] = str(tmp_path / "nope.pth")
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+    with pytest.raises(FileNotFoundError, match=r"nope.pth"):
         LMMS.build(missing)
     narrower = tiny_lmm_cfg(tok_dir, lora=None)
     narrower["tiny"]["text"] = dict(narrower["tiny"]["text"], intermediate_size=96)

@@ -217,7 +217,7 @@ def test_generate_mode_gives_the_same_selection_as_teacher_forcing(model, ores):
 
 def test_a_sample_without_a_pool_needs_a_proposer(model, ores):
     s = dataclasses.replace(ores["ds"][0], candidate_masks=None)
-    with pytest.raises(ValueError, match="has no candidate pool and model.mask_source.proposer is None"):
+    with pytest.raises(ValueError, match=r"has no candidate pool and model.mask_source.proposer is None"):
         model.predict([s])
 
 

@@ -238,7 +238,8 @@ def test_grid_and_preprocessing_are_checked_against_the_backbone(model):
     assert model.lmm.image_token_frame == ImageTokenFrame(grid=(4, 4), input_size=64, aspect="crop")
 
     bad = READHead(down_sample=3)
-    with pytest.raises(ValueError, match=r"down_sample must be a divisor of the 4x4 image-token grid, one of \[1, 2, 4\]"):
+    with pytest.raises(ValueError,
+                       match=r"down_sample must be a divisor of the 4x4 image-token grid, one of \[1, 2, 4\]"):
         bad.setup(model.lmm, model.mask_source)
     mismatch = READHead(down_sample=1, image_aspect="pad")
     with pytest.raises(ValueError, match=r"image_aspect='pad' but .* model\.lmm\.image_aspect='crop'"):
@@ -407,7 +408,8 @@ def test_analyze_seg_token_reports_s_iou_and_p_prompt(synth_root, tmp_path, head
                                    "--batch-size", "3"]) == 0
     res = json.loads((out / "analyze_seg_token.json").read_text())
     assert res["head"] == head and res["p_prompt"]["sam"] == "model"
-    assert (res["p_prompt"]["num_points"], res["p_prompt"]["down_sample"]) == ((6, 1) if head == "READHead" else (30, 2))
+    expected = (6, 1) if head == "READHead" else (30, 2)
+    assert (res["p_prompt"]["num_points"], res["p_prompt"]["down_sample"]) == expected
     assert res["n_queries"] > 0 and len(list(out.glob("*.png"))) == res["n_queries"]
     for name in ("S-IoU", "P-prompt", "model"):
         assert 0.0 <= res["metrics"][name]["gIoU"] <= 1.0 and res["metrics"][name]["n"] == res["n_queries"]

@@ -26,7 +26,7 @@ def test_official_read_release_converts_with_only_the_read_plugin_loaded(tmp_pat
     ``pytorch_model.bin`` release into a ``.pth`` that loads into a fresh READ model."""
     from reseg.engine.checkpoint import load_model_weights
 
-    cfg_path, cfg, ref = merged_model("READHead", str(tmp_path / "tok"), tmp_path)
+    _, cfg, ref = merged_model("READHead", str(tmp_path / "tok"), tmp_path)
     src = write_source(to_official(ref.state_dict()), "bin", tmp_path)
     dst = tmp_path / "read.pth"
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", RESEG_PLUGINS="read")

@@ -136,7 +136,7 @@ def make_refer_item(cfg: SynthRefConfig, split: str, index: int) -> ReferItem:
     for k in sorted(order):
         ann_id = image_id * 10 + k
         sentences = []
-        for j, (text, expr) in enumerate(chosen[k]):
+        for j, (text, _expr) in enumerate(chosen[k]):
             sentences.append(dict(tokens=tokenize(text), raw=raw_variant(text, rng), sent_id=ann_id * 10 + j,
                                   sent=" ".join(tokenize(text))))
         refs.append(dict(

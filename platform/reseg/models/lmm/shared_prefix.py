@@ -39,7 +39,8 @@ def unsupported(lm: nn.Module) -> str | None:
                 "of transformers' LlamaModel only")
     impl = getattr(lm.config, "_attn_implementation", None)
     if impl not in ATTENTION:
-        return f"the LLM's attention implementation is {impl!r}; the checkpointed shared prefix builds masks for {ATTENTION}"
+        return (f"the LLM's attention implementation is {impl!r}; the checkpointed shared prefix builds masks "
+                f"for {ATTENTION}")
     if any(type(layer) is not LlamaDecoderLayer for layer in lm.layers):
         return "the LLM has decoder layers other than LlamaDecoderLayer"
     return None
@@ -84,7 +85,8 @@ def _own_checkpointing_off(layer: nn.Module) -> Iterator[None]:
 
 
 def _layer_over_shared_prefix(layer: nn.Module, head: torch.Tensor, tail: torch.Tensor, group: torch.Tensor,
-                              rope_head: tuple[torch.Tensor, torch.Tensor], rope_tail: tuple[torch.Tensor, torch.Tensor],
+                              rope_head: tuple[torch.Tensor, torch.Tensor],
+                              rope_tail: tuple[torch.Tensor, torch.Tensor],
                               mask_head: torch.Tensor, mask_tail: torch.Tensor, pos_head: torch.Tensor,
                               pos_tail: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One decoder layer over the prefixes ``head`` ``[G, P, D]`` and the rests ``tail`` ``[C, S, D]``."""
@@ -130,7 +132,7 @@ def forward_checkpointed(lm: nn.Module, embeds: torch.Tensor, attention_mask: to
     why = unsupported(lm)
     if why is not None:
         raise ValueError(f"forward_checkpointed: {why}")
-    C, L, _ = embeds.shape
+    _, L, _ = embeds.shape
     positions = torch.arange(L, device=embeds.device).unsqueeze(0)
     cos, sin = lm.rotary_emb(embeds, positions)
     rope_head, rope_tail = (cos[:, :P], sin[:, :P]), (cos[:, P:], sin[:, P:])

@@ -2,7 +2,8 @@
 
 A proposer turns one image into ``[N, H, W] bool`` masks at the image's original size and ``[N]``
 scores. :class:`BaseProposer` validates both ends and runs the shared
-:func:`~reseg.models.mask_sources.pool.proposers.postprocess.postprocess_pool`; a subclass implements only :meth:`BaseProposer._propose_raw`.
+:func:`~reseg.models.mask_sources.pool.proposers.postprocess.postprocess_pool`; a subclass implements
+only :meth:`BaseProposer._propose_raw`.
 
 Proposers are plain classes, not ``nn.Module``: a proposer is a frozen pre-processing step with its
 own weights (a SAM ViT-H or a Co-DETR), which must not end up in the segmentor's checkpoints or

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-ImageLike = Union[np.ndarray, torch.Tensor]
+ImageLike = np.ndarray | torch.Tensor
 
 
 @dataclass(frozen=True)

@@ -132,7 +132,7 @@ def _resize_masks(masks: torch.Tensor, size: tuple[int, int], mode: str) -> torc
 
 def _centroid_cells(masks: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Grid cell ``(row, col)`` holding each mask's centroid (pixel centres at ``i + 0.5``)."""
-    n, height, width = masks.shape
+    _, height, width = masks.shape
     mass = masks.flatten(1).sum(1).clamp_min(1e-12)
     ys = torch.arange(height, device=masks.device, dtype=torch.float32) + 0.5
     xs = torch.arange(width, device=masks.device, dtype=torch.float32) + 0.5

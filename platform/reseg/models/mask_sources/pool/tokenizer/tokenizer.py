@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ NORMS = ("layernorm", "l2", None)
 #: masks of a 1024 x 1024 image never materialise 400 MB at once.
 _CHUNK_PIXELS = 1 << 24
 
-MaskLike = Union[np.ndarray, torch.Tensor]
+MaskLike = np.ndarray | torch.Tensor
 
 
 @dataclass
