@@ -348,8 +348,10 @@ def setup_extras(root: Path) -> frozenset[str]:
 
 @functools.cache
 def make_dry_run(root: Path, args: tuple[str, ...]) -> tuple[int, str]:
+    # a top-level make's own messages: under `make test` the inherited MAKELEVEL would print "make[1]:"
+    env = {k: v for k, v in _env(root).items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     proc = subprocess.run(["make", "-n", "-C", str(root), *args], capture_output=True, text=True,
-                          env=_env(root), timeout=120)
+                          env=env, timeout=120)
     return proc.returncode, proc.stderr.strip()
 
 
