@@ -135,21 +135,9 @@ def make_refer_item(cfg: SynthRefConfig, split: str, index: int) -> ReferItem:
     refs = []
     for k in sorted(order):
         ann_id = image_id * 10 + k
-        sentences = []
-        for j, (text, _expr) in enumerate(chosen[k]):
-            sentences.append(dict(tokens=tokenize(text), raw=raw_variant(text, rng), sent_id=ann_id * 10 + j,
-                                  sent=" ".join(tokenize(text))))
-        refs.append(dict(
-            sent_ids=[s["sent_id"] for s in sentences],
-            file_name=f"{file_name[:-4]}_{ann_id}.jpg",
-            ann_id=ann_id,
-            ref_id=ann_id,
-            image_id=image_id,
-            split=split,
-            sentences=sentences,
-            category_id=scene.objects[k].category_id,
-            synth_strategies=[expr.strategy for _, expr in chosen[k]],
-        ))
+        sentences = [_sentence(text, ann_id * 10 + j, rng) for j, (text, _) in enumerate(chosen[k])]
+        refs.append(_ref(ann_id, file_name, image_id, split, sentences, scene.objects[k].category_id,
+                         synth_strategies=[expr.strategy for _, expr in chosen[k]]))
     jpeg = encode_jpeg(render_scene(scene), cfg.jpeg_quality)
     image = dict(id=image_id, file_name=file_name, height=scene.height, width=scene.width)
     return ReferItem(image=image, jpeg=jpeg, annotations=anns, refs=refs)
@@ -244,6 +232,14 @@ REFERENCE_WEIGHTS = {"ref_colour": 0.25, "ref_colour_other": 0.1, "ref_kind": 0.
 def _sentence(text: str, sent_id: int, rng: np.random.Generator, **extra: Any) -> dict[str, Any]:
     tokens = tokenize(text)
     return dict(tokens=tokens, raw=raw_variant(text, rng), sent_id=sent_id, sent=" ".join(tokens), **extra)
+
+
+def _ref(ann_id: int, file_name: str, image_id: int, split: str, sentences: list[dict[str, Any]],
+         category_id: int, **extra: Any) -> dict[str, Any]:
+    """One REFER ref record (the key layout of refer's ``refs(unc).p``); ``ref_id`` is ``ann_id``."""
+    return dict(sent_ids=[s["sent_id"] for s in sentences], file_name=f"{file_name[:-4]}_{ann_id}.jpg",
+                ann_id=ann_id, ref_id=ann_id, image_id=image_id, split=split, sentences=sentences,
+                category_id=category_id, **extra)
 
 
 def _single_candidates(scene: Scene, rng: np.random.Generator, limit: int, max_sentences: int
@@ -352,16 +348,7 @@ def make_fp_item(cfg: SynthRefConfig, split: str, index: int) -> ReferItem:
             seen.add(fp_text)
             sentences.append(_sentence(fp_text, ann_id * 10 + len(sentences), rng,
                                        is_false_premise=True, gt_sent=true))
-        refs.append(dict(
-            sent_ids=[s["sent_id"] for s in sentences],
-            file_name=f"{file_name[:-4]}_{ann_id}.jpg",
-            ann_id=ann_id,
-            ref_id=ann_id,
-            image_id=image_id,
-            split=split,
-            sentences=sentences,
-            category_id=scene.objects[k].category_id,
-        ))
+        refs.append(_ref(ann_id, file_name, image_id, split, sentences, scene.objects[k].category_id))
     jpeg = encode_jpeg(render_scene(scene), cfg.jpeg_quality)
     image = dict(id=image_id, file_name=file_name, height=scene.height, width=scene.width)
     return ReferItem(image=image, jpeg=jpeg, annotations=anns, refs=refs)
