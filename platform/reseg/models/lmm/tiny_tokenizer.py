@@ -96,8 +96,9 @@ def build_tiny_tokenizer(save_dir: str | os.PathLike, vocab_size: int = 1024):
     save_dir.mkdir(parents=True, exist_ok=True)
     tmp = save_dir.with_name(save_dir.name + f".tmp{os.getpid()}")
     fast.save_pretrained(str(tmp))
-    with contextlib.suppress(OSError):
-        os.replace(tmp, save_dir) if not save_dir.exists() or not any(save_dir.iterdir()) else None
+    if not save_dir.exists() or not any(save_dir.iterdir()):
+        with contextlib.suppress(OSError):  # another process filled save_dir first
+            os.replace(tmp, save_dir)
     if tmp.exists():  # another process won the race, or save_dir existed: copy files in
         for f in tmp.iterdir():
             os.replace(f, save_dir / f.name)
